@@ -1,0 +1,3 @@
+from prodio.cli import main
+
+raise SystemExit(main())

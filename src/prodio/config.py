@@ -1,0 +1,165 @@
+"""Settings: read from ``PRODIO_*`` environment variables and an optional ``.env``.
+
+Settings are built once, in the CLI or by the caller of :func:`prodio.main.create_app`,
+and injected from there; nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+SECRET_FILE_NAME = "secret_key"
+HOW_TO_MAKE_A_SECRET = (
+    "make one with: python -c \"import secrets; print(secrets.token_urlsafe(48))\" "
+    "and set it as PRODIO_SECRET_KEY"
+)
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PROD = "prod"
+
+
+class SettingsError(Exception):
+    """The configuration cannot be used; the message says how to fix it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PRODIO_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    env: Environment = Environment.DEV
+    app_name: Annotated[str, Field(min_length=1, max_length=60)] = "prodio"
+    secret_key: SecretStr | None = None
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+
+    session_backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    session_idle_timeout: Annotated[int, Field(gt=0)] = 30 * 60
+    session_absolute_timeout: Annotated[int, Field(gt=0)] = 8 * 60 * 60
+    session_cleanup_interval: Annotated[float, Field(gt=0)] = 60.0
+
+    cookie_secure: bool = False
+    cookie_samesite: Literal["lax", "strict"] = "lax"
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    mount_path: str = "/"
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    max_file_size: Annotated[int, Field(gt=0)] = 10 * 1024 * 1024
+    show_api: bool = False
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("mount_path")
+    @classmethod
+    def _check_mount_path(cls, value: str) -> str:
+        if not value.startswith("/") or "//" in value or any(c in value for c in "?#\\ "):
+            raise ValueError("must be a path such as / or /app")
+        return value.rstrip("/") or "/"
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        if self.session_absolute_timeout < self.session_idle_timeout:
+            raise ValueError(
+                "PRODIO_SESSION_ABSOLUTE_TIMEOUT must be at least PRODIO_SESSION_IDLE_TIMEOUT"
+            )
+        if self.session_backend == "redis" and not self.redis_url:
+            raise ValueError("PRODIO_SESSION_BACKEND=redis needs PRODIO_REDIS_URL")
+        if self.env is Environment.PROD:
+            if self.secret_key is None:
+                raise ValueError(f"PRODIO_SECRET_KEY is required when PRODIO_ENV=prod; "
+                                 f"{HOW_TO_MAKE_A_SECRET}")
+            if not self.cookie_secure:
+                raise ValueError(
+                    "PRODIO_COOKIE_SECURE must be true when PRODIO_ENV=prod "
+                    "(serve over HTTPS, or behind a proxy that terminates TLS)"
+                )
+        if self.secret_key is not None:
+            size = len(self.secret_key.get_secret_value().encode())
+            if size < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"PRODIO_SECRET_KEY is {size} bytes; it needs at least "
+                    f"{MIN_SECRET_BYTES}: {HOW_TO_MAKE_A_SECRET}"
+                )
+        return self
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env is Environment.DEV
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'users.db').resolve()}"
+
+    def secret(self) -> bytes:
+        """The signing key. Call :func:`with_dev_secret` first in dev mode."""
+        if self.secret_key is None:
+            raise SettingsError(f"no secret key: {HOW_TO_MAKE_A_SECRET}")
+        return self.secret_key.get_secret_value().encode()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning validation errors into one readable message."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+    return with_dev_secret(settings)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        location = "_".join(str(part) for part in error["loc"]).upper()
+        name = f"PRODIO_{location}: " if location else ""
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}{message}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def with_dev_secret(settings: Settings) -> Settings:
+    """In dev mode without a secret, use one kept in the data folder (made on first use)."""
+    if settings.secret_key is not None or not settings.is_dev:
+        return settings
+    path = settings.data_dir / SECRET_FILE_NAME
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot keep the dev secret key in {path}: {exc.strerror}; "
+            f"set PRODIO_DATA_DIR to a writable folder or set PRODIO_SECRET_KEY"
+        ) from None
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise SettingsError(f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes; "
+                            "delete the file to make a new one")
+    return settings.model_copy(update={"secret_key": SecretStr(secret)})

@@ -1,0 +1,1 @@
+"""User accounts: the :class:`UserStore` contract, its SQL backend and password hashing."""
