@@ -1,0 +1,77 @@
+"""Logging set-up: one line per event, plain text or JSON lines, on standard error.
+
+Kept apart from ``middleware/logging.py``: this configures where log records go for the
+whole process (CLI included); the middleware decides what one request logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from prodio.config import Settings
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+)
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+
+
+def escape_control(text: str) -> str:
+    """Make user-supplied text safe for one log line (no forged lines, no terminal codes)."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = (
+            f"{self.formatTime(record)} {record.levelname:<7} {record.name}: "
+            f"{escape_control(record.getMessage())}"
+        )
+        extras = " ".join(
+            f"{key}={escape_control(str(value))}" for key, value in _fields(record).items()
+        )
+        text = f"{line} {extras}" if extras else line
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    # uvicorn's own access log would repeat ours without the user, session or request id.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # Gradio and httpx chatter at INFO about things an operator does not act on.
+    for name in ("httpx", "gradio"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,58 @@
+"""The application's long-lived objects, built once from the settings in ``create_app``.
+
+Routes reach them through the typed dependencies in :mod:`prodio.routes.deps`; middleware
+gets them as constructor arguments. Nothing here is built at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi.templating import Jinja2Templates
+
+from prodio.config import Settings
+from prodio.routes.csrf import CsrfTokens
+from prodio.session import SessionStore, build_session_store
+from prodio.session.cookies import CookiePolicy
+from prodio.session.tokens import SessionTokenCodec
+from prodio.users import build_user_store
+from prodio.users.authenticate import PasswordAuthenticator
+from prodio.users.base import UserStore
+from prodio.users.passwords import PasswordHasher
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    sessions: SessionStore
+    users: UserStore
+    tokens: SessionTokenCodec
+    csrf: CsrfTokens
+    cookies: CookiePolicy
+    passwords: PasswordAuthenticator
+    templates: Jinja2Templates
+
+
+def build_services(
+    settings: Settings,
+    *,
+    sessions: SessionStore | None = None,
+    users: UserStore | None = None,
+    hasher: PasswordHasher | None = None,
+) -> Services:
+    """Build every service from ``settings``; tests may pass ready-made stores or a hasher."""
+    secret = settings.secret()
+    user_store = users if users is not None else build_user_store(settings)
+    return Services(
+        settings=settings,
+        sessions=sessions if sessions is not None else build_session_store(settings),
+        users=user_store,
+        tokens=SessionTokenCodec(secret, settings.jwt_algorithm),
+        csrf=CsrfTokens(secret),
+        cookies=CookiePolicy.from_settings(settings),
+        passwords=PasswordAuthenticator(user_store, hasher or PasswordHasher()),
+        templates=Jinja2Templates(directory=str(TEMPLATES_DIR)),
+    )

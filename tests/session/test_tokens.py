@@ -1,0 +1,136 @@
+"""The session JWT: only tokens this server issued, with its algorithm and all claims, pass."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+
+from prodio.session.tokens import (
+    TOKEN_TYPE,
+    InvalidSessionToken,
+    SessionTokenCodec,
+)
+
+KEY = b"k" * 32
+OTHER_KEY = b"o" * 32
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _claims(**overrides: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": "alice", "sid": "s" * 43, "iat": now, "exp": now + 600, "typ": TOKEN_TYPE,
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _sign(claims: dict[str, object]) -> str:
+    """Sign as the codec does, with its derived key, to test claim checks in isolation."""
+    return jwt.encode(claims, SessionTokenCodec(KEY)._key, algorithm="HS256")
+
+
+def test_round_trip() -> None:
+    codec = SessionTokenCodec(KEY)
+    token = codec.issue("alice", "sid-1", time.time() + 60)
+    claims = codec.verify(token)
+    assert (claims.username, claims.session_id) == ("alice", "sid-1")
+    assert claims.expires_at > claims.issued_at
+
+
+def test_short_key_refused() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        SessionTokenCodec(b"short")
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "garbage", "a.b.c", "a" * 5000, "\x00\x01", "eyJ.eyJ.", "é.é.é"],
+)
+def test_malformed_tokens_rejected(token: str) -> None:
+    with pytest.raises(InvalidSessionToken):
+        SessionTokenCodec(KEY).verify(token)
+
+
+def test_alg_none_rejected() -> None:
+    header = _b64({"alg": "none", "typ": "JWT"})
+    token = f"{header}.{_b64(_claims())}."
+    with pytest.raises(InvalidSessionToken):
+        SessionTokenCodec(KEY).verify(token)
+
+
+def test_other_algorithm_rejected_even_with_right_key() -> None:
+    token = SessionTokenCodec(KEY, "HS512").issue("alice", "sid-1", time.time() + 60)
+    with pytest.raises(InvalidSessionToken):
+        SessionTokenCodec(KEY, "HS256").verify(token)
+
+
+def test_raw_secret_is_not_the_signing_key() -> None:
+    token = jwt.encode(_claims(), KEY, algorithm="HS256")
+    with pytest.raises(InvalidSessionToken):
+        SessionTokenCodec(KEY).verify(token)
+
+
+def test_wrong_key_rejected() -> None:
+    token = SessionTokenCodec(OTHER_KEY).issue("alice", "sid-1", time.time() + 60)
+    with pytest.raises(InvalidSessionToken):
+        SessionTokenCodec(KEY).verify(token)
+
+
+@pytest.mark.parametrize("missing", ["exp", "sid", "sub", "iat", "typ"])
+def test_missing_claim_rejected(missing: str) -> None:
+    claims = _claims()
+    del claims[missing]
+    token = _sign(claims)
+    with pytest.raises(InvalidSessionToken):
+        SessionTokenCodec(KEY).verify(token)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"typ": "access"},
+        {"sub": ""},
+        {"sid": 5},
+        {"sub": ["alice"]},
+        {"exp": int(time.time()) - 60},
+        {"iat": "yesterday"},
+    ],
+)
+def test_bad_claims_rejected(overrides: dict[str, object]) -> None:
+    token = _sign(_claims(**overrides))
+    with pytest.raises(InvalidSessionToken):
+        SessionTokenCodec(KEY).verify(token)
+
+
+def test_tampered_payload_rejected() -> None:
+    codec = SessionTokenCodec(KEY)
+    header, _, signature = codec.issue("alice", "sid-1", time.time() + 60).split(".")
+    forged = f"{header}.{_b64(_claims(sub='admin'))}.{signature}"
+    with pytest.raises(InvalidSessionToken):
+        codec.verify(forged)
+
+
+def test_cached_token_still_expires() -> None:
+    codec = SessionTokenCodec(KEY)
+    token = _sign(_claims(exp=int(time.time()) - 3))
+    # Within the 5 s leeway: accepted, and cached.
+    assert codec.verify(token).username == "alice"
+    expired = _sign(_claims(exp=int(time.time()) - 30))
+    with pytest.raises(InvalidSessionToken):
+        codec.verify(expired)
+
+
+def test_cache_is_bounded() -> None:
+    codec = SessionTokenCodec(KEY, cache_size=3)
+    tokens = [codec.issue("alice", f"sid-{n}", time.time() + 60) for n in range(10)]
+    for token in tokens:
+        codec.verify(token)
+    assert len(codec._cache) == 3
