@@ -10,6 +10,14 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test decides its settings: the developer's PRODIO_* variables must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("PRODIO_"):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

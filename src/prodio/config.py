@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     session_idle_timeout: Annotated[int, Field(gt=0)] = 30 * 60
     session_absolute_timeout: Annotated[int, Field(gt=0)] = 8 * 60 * 60
     session_cleanup_interval: Annotated[float, Field(gt=0)] = 60.0
+    # How stale an instance's view of an account (disabled, removed, new password) may be.
+    account_recheck_interval: Annotated[float, Field(ge=0)] = 30.0
 
     cookie_secure: bool = False
     cookie_samesite: Literal["lax", "strict"] = "lax"

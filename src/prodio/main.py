@@ -37,7 +37,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     # Added innermost first: a request passes logging -> session -> auth -> routes.
     app.add_middleware(
         AuthMiddleware,
-        authenticator=SessionAuthenticator(services.users, services.sessions),
+        authenticator=SessionAuthenticator(
+            services.users, services.sessions, recheck_interval=settings.account_recheck_interval
+        ),
         public_paths=PUBLIC_PATHS,
     )
     app.add_middleware(

@@ -1,0 +1,90 @@
+"""Settings: defaults for dev, refusals outside it, messages that say how to fix things."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from prodio.config import Environment, SettingsError, load_settings
+
+GOOD_SECRET = "s" * 48
+
+
+def test_dev_defaults(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.env is Environment.DEV
+    assert settings.session_backend == "memory"
+    assert settings.session_idle_timeout == 1800
+    assert settings.session_absolute_timeout == 8 * 3600
+    assert settings.effective_database_url == f"sqlite:///{(tmp_path / 'users.db').resolve()}"
+
+
+def test_dev_secret_is_made_once_kept_private_and_reused(tmp_path: Path) -> None:
+    first = load_settings(data_dir=tmp_path).secret()
+    second = load_settings(data_dir=tmp_path).secret()
+    assert first == second and len(first) >= 32
+    mode = (tmp_path / "secret_key").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_environment_variables_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODIO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PRODIO_SESSION_IDLE_TIMEOUT", "60")
+    monkeypatch.setenv("PRODIO_LOG_LEVEL", "debug")
+    settings = load_settings()
+    assert settings.session_idle_timeout == 60
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"env": "prod"}, "PRODIO_SECRET_KEY is required"),
+        ({"env": "prod", "secret_key": "short", "cookie_secure": True}, "at least 32"),
+        ({"env": "prod", "secret_key": GOOD_SECRET}, "PRODIO_COOKIE_SECURE must be true"),
+        ({"secret_key": "short"}, "secrets.token_urlsafe"),
+        ({"session_idle_timeout": 0}, "PRODIO_SESSION_IDLE_TIMEOUT"),
+        ({"session_idle_timeout": 100, "session_absolute_timeout": 50}, "at least"),
+        ({"session_backend": "redis"}, "PRODIO_REDIS_URL"),
+        ({"session_backend": "memcached"}, "PRODIO_SESSION_BACKEND"),
+        ({"env": "staging"}, "PRODIO_ENV"),
+        ({"port": 70000}, "PRODIO_PORT"),
+        ({"mount_path": "app"}, "PRODIO_MOUNT_PATH"),
+        ({"log_format": "xml"}, "PRODIO_LOG_FORMAT"),
+        ({"session_idle_timeout": "soon"}, "PRODIO_SESSION_IDLE_TIMEOUT"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_clear_message(
+    tmp_path: Path, overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(data_dir=tmp_path, **overrides)
+    assert message in str(error.value)
+    assert "short" not in str(error.value) or "secret" in message
+
+
+def test_prod_with_safe_values_starts(tmp_path: Path) -> None:
+    settings = load_settings(
+        data_dir=tmp_path, env="prod", secret_key=GOOD_SECRET, cookie_secure=True
+    )
+    assert settings.secret() == GOOD_SECRET.encode()
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_secret_never_appears_in_repr(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, secret_key=GOOD_SECRET)
+    assert GOOD_SECRET not in repr(settings)
+    assert GOOD_SECRET not in str(settings.model_dump())
+
+
+def test_unwritable_data_dir_says_what_to_do(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SettingsError, match="PRODIO_DATA_DIR"):
+        load_settings(data_dir=blocker / "data")
+
+
+def test_mount_path_is_normalized(tmp_path: Path) -> None:
+    assert load_settings(data_dir=tmp_path, mount_path="/app/").mount_path == "/app"
