@@ -24,7 +24,8 @@ def test_dev_defaults(tmp_path: Path) -> None:
 def test_dev_secret_is_made_once_kept_private_and_reused(tmp_path: Path) -> None:
     first = load_settings(data_dir=tmp_path).secret()
     second = load_settings(data_dir=tmp_path).secret()
-    assert first == second and len(first) >= 32
+    assert first == second
+    assert len(first) >= 32
     mode = (tmp_path / "secret_key").stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
 

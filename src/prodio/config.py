@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 MIN_SECRET_BYTES = 32
 SECRET_FILE_NAME = "secret_key"
 HOW_TO_MAKE_A_SECRET = (
-    "make one with: python -c \"import secrets; print(secrets.token_urlsafe(48))\" "
+    'make one with: python -c "import secrets; print(secrets.token_urlsafe(48))" '
     "and set it as PRODIO_SECRET_KEY"
 )
 
@@ -92,8 +92,9 @@ class Settings(BaseSettings):
             raise ValueError("PRODIO_SESSION_BACKEND=redis needs PRODIO_REDIS_URL")
         if self.env is Environment.PROD:
             if self.secret_key is None:
-                raise ValueError(f"PRODIO_SECRET_KEY is required when PRODIO_ENV=prod; "
-                                 f"{HOW_TO_MAKE_A_SECRET}")
+                raise ValueError(
+                    f"PRODIO_SECRET_KEY is required when PRODIO_ENV=prod; {HOW_TO_MAKE_A_SECRET}"
+                )
             if not self.cookie_secure:
                 raise ValueError(
                     "PRODIO_COOKIE_SECURE must be true when PRODIO_ENV=prod "
@@ -162,6 +163,8 @@ def with_dev_secret(settings: Settings) -> Settings:
             f"set PRODIO_DATA_DIR to a writable folder or set PRODIO_SECRET_KEY"
         ) from None
     if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise SettingsError(f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes; "
-                            "delete the file to make a new one")
+        raise SettingsError(
+            f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes; "
+            "delete the file to make a new one"
+        )
     return settings.model_copy(update={"secret_key": SecretStr(secret)})

@@ -45,10 +45,12 @@ async def ws_endpoint(websocket: WebSocket) -> None:
 
 
 def _client() -> httpx.AsyncClient:
-    app = Starlette(routes=[
-        Route("/{path:path}", whoami, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
-        WebSocketRoute("/ws", ws_endpoint),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/{path:path}", whoami, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+            WebSocketRoute("/ws", ws_endpoint),
+        ]
+    )
     wrapped = AuthMiddleware(app, authenticator=HeaderAuthenticator(), public_paths=PUBLIC)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url="http://t")
 
@@ -94,8 +96,10 @@ async def test_api_call_without_session_gets_401_json(method: str) -> None:
     async with _client() as client:
         response = await client.request(method, "/gradio_api/queue/join", headers=FETCH)
     assert response.status_code == 401
-    assert response.json() == {"detail": "not authenticated", "login_url": "/login"
-                               if method != "GET" else "/login?next=/gradio_api/queue/join"}
+    assert response.json() == {
+        "detail": "not authenticated",
+        "login_url": "/login" if method != "GET" else "/login?next=/gradio_api/queue/join",
+    }
 
 
 @pytest.mark.anyio
@@ -125,8 +129,15 @@ async def test_public_paths_pass_anonymous(path: str) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "path",
-    ["/login/x", "/loginx", "/healthz/", "/static", "/static/a\\b", "/STATIC/x",
-     "/gradio_api/file=/etc/passwd"],
+    [
+        "/login/x",
+        "/loginx",
+        "/healthz/",
+        "/static",
+        "/static/a\\b",
+        "/STATIC/x",
+        "/gradio_api/file=/etc/passwd",
+    ],
 )
 async def test_near_misses_of_public_paths_are_denied(path: str) -> None:
     async with _client() as client:

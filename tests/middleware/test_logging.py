@@ -47,8 +47,11 @@ def _client() -> httpx.AsyncClient:
     # Installed as the app installs it: inside Starlette's ServerErrorMiddleware.
     app = Starlette(
         routes=[
-            Route("/ok", ok), Route("/crash", crash), Route("/stream", stream),
-            Route("/crash-stream", crash_mid_stream), Route("/{p:path}", ok),
+            Route("/ok", ok),
+            Route("/crash", crash),
+            Route("/stream", stream),
+            Route("/crash-stream", crash_mid_stream),
+            Route("/{p:path}", ok),
         ],
         middleware=[Middleware(RequestLoggingMiddleware, tagger=SessionTagger(SECRET))],
     )
@@ -72,13 +75,16 @@ async def test_one_line_with_every_field(caplog: pytest.LogCaptureFixture) -> No
     assert fields["status"] == 200
     assert fields["user"] == "alice"
     assert fields["session"] == SessionTagger(SECRET).tag("the-raw-session-id")
-    assert fields["session"] != "the-raw-session-id" and len(fields["session"]) == 12
+    assert fields["session"] != "the-raw-session-id"
+    assert len(fields["session"]) == 12
     assert isinstance(fields["duration_ms"], float)
     assert fields["request_id"] == response.headers["x-request-id"]
 
 
 @pytest.mark.anyio
-async def test_incoming_request_id_is_kept_when_well_formed(caplog: pytest.LogCaptureFixture) -> None:
+async def test_incoming_request_id_is_kept_when_well_formed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO)
     async with _client() as client:
         kept = await client.get("/ok", headers={"x-request-id": "abc-123"})
@@ -94,7 +100,8 @@ async def test_control_characters_in_path_are_escaped(caplog: pytest.LogCaptureF
     async with _client() as client:
         await client.get("/a%0Afake%20line%1B[31m")
     [record] = _records(caplog)
-    assert "\n" not in vars(record)["path"] and "\x1b" not in vars(record)["path"]
+    assert "\n" not in vars(record)["path"]
+    assert "\x1b" not in vars(record)["path"]
     assert "\\x0a" in vars(record)["path"]
 
 
@@ -104,12 +111,14 @@ async def test_crash_gives_generic_500_and_logs_traceback(caplog: pytest.LogCapt
     async with _client() as client:
         response = await client.get("/crash", headers={"accept": "text/html"})
     assert response.status_code == 500
-    assert "secret-detail" not in response.text and "Traceback" not in response.text
+    assert "secret-detail" not in response.text
+    assert "Traceback" not in response.text
     request_id = response.headers["x-request-id"]
     assert request_id in response.text
     [record] = _records(caplog)
     assert record.levelno == logging.ERROR
-    assert record.exc_info is not None and "secret-detail" in str(record.exc_info[1])
+    assert record.exc_info is not None
+    assert "secret-detail" in str(record.exc_info[1])
     assert vars(record)["request_id"] == request_id
     assert vars(record)["status"] == 500
 

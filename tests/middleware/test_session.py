@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -29,18 +30,24 @@ class UnreachableStore(InMemorySessionStore):
         raise SessionStoreUnavailable("down")
 
     async def update(
-        self, session_id: str, changes: Mapping[str, JSONValue] | None = None, *, remove=()  # type: ignore[no-untyped-def]
+        self,
+        session_id: str,
+        changes: Mapping[str, JSONValue] | None = None,
+        *,
+        remove=(),  # type: ignore[no-untyped-def]
     ) -> bool:
         raise SessionStoreUnavailable("down")
 
 
 async def state_view(request: Request) -> JSONResponse:
     session = getattr(request.state, "session", None)
-    return JSONResponse({
-        "user": session.username if session else None,
-        "session_id": getattr(request.state, "session_id", None),
-        "unavailable": getattr(request.state, STATE_STORE_UNAVAILABLE, False),
-    })
+    return JSONResponse(
+        {
+            "user": session.username if session else None,
+            "session_id": getattr(request.state, "session_id", None),
+            "unavailable": getattr(request.state, STATE_STORE_UNAVAILABLE, False),
+        }
+    )
 
 
 def _client(store: InMemorySessionStore) -> httpx.AsyncClient:
@@ -72,13 +79,14 @@ async def test_no_cookie_is_anonymous_and_creates_nothing(store: InMemorySession
 @pytest.mark.anyio
 async def test_valid_cookie_puts_session_on_state_and_touches(store: InMemorySessionStore) -> None:
     session, cookie = await _cookie_for(store)
-    time.sleep(0.01)
+    await anyio.sleep(0.01)
     async with _client(store) as client:
         response = await client.get("/", headers={"cookie": cookie})
     assert response.json() == {"user": "alice", "session_id": session.id, "unavailable": False}
     assert "set-cookie" not in response.headers
     reloaded = await store.load(session.id, touch=False)
-    assert reloaded is not None and reloaded.last_seen > session.last_seen
+    assert reloaded is not None
+    assert reloaded.last_seen > session.last_seen
 
 
 @pytest.mark.anyio

@@ -10,10 +10,23 @@ from prodio.routes.csrf import CsrfTokens, is_same_origin_request
 SECRET = b"s" * 32
 
 
-def _request(headers: dict[str, str], host: str = "app.example:8000", scheme: str = "http") -> Request:
-    raw = [(b"host", host.encode())] + [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    return Request({"type": "http", "method": "POST", "scheme": scheme, "path": "/login",
-                    "query_string": b"", "headers": raw, "server": ("app.example", 8000)})
+def _request(
+    headers: dict[str, str], host: str = "app.example:8000", scheme: str = "http"
+) -> Request:
+    raw = [(b"host", host.encode())] + [
+        (k.lower().encode(), v.encode()) for k, v in headers.items()
+    ]
+    return Request(
+        {
+            "type": "http",
+            "method": "POST",
+            "scheme": scheme,
+            "path": "/login",
+            "query_string": b"",
+            "headers": raw,
+            "server": ("app.example", 8000),
+        }
+    )
 
 
 def test_token_round_trip_and_binding() -> None:

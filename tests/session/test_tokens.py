@@ -26,7 +26,11 @@ def _b64(data: dict[str, object]) -> str:
 def _claims(**overrides: object) -> dict[str, object]:
     now = int(time.time())
     claims: dict[str, object] = {
-        "sub": "alice", "sid": "s" * 43, "iat": now, "exp": now + 600, "typ": TOKEN_TYPE,
+        "sub": "alice",
+        "sid": "s" * 43,
+        "iat": now,
+        "exp": now + 600,
+        "typ": TOKEN_TYPE,
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}

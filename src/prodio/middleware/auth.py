@@ -69,7 +69,11 @@ class SessionAuthenticator:
         if checked_at is not None and now - checked_at < self.recheck_interval:
             return True
         user = await anyio.to_thread.run_sync(self.users.get, session.username)
-        if user is None or user.disabled or user.password_changed_at.timestamp() > session.created_at:
+        if (
+            user is None
+            or user.disabled
+            or user.password_changed_at.timestamp() > session.created_at
+        ):
             self._checked_at.pop(session.username, None)
             ended = await self.sessions.delete_user_sessions(session.username)
             logger.info(

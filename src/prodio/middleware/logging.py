@@ -67,13 +67,13 @@ class RequestLoggingMiddleware:
                 # Headers are out: the only honest signal left is to abort the connection.
                 raise
             await send_error(
-                    scope,
-                    send,
-                    500,
-                    "Something went wrong",
-                    f"The error was logged; quote request id {request_id} when reporting it.",
-                    [(b"x-request-id", request_id.encode())],
-                )
+                scope,
+                send,
+                500,
+                "Something went wrong",
+                f"The error was logged; quote request id {request_id} when reporting it.",
+                [(b"x-request-id", request_id.encode())],
+            )
             return
         logger.info("request", extra=self._fields(scope, request_id, status, started))
 

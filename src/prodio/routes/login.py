@@ -143,7 +143,11 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
     if not (csrf_ok and is_same_origin_request(request)):
         logger.warning("login refused: CSRF token or origin check failed")
         return _login_page(
-            services, request, status=403, error=STALE_FORM_ERROR, next_path=next_path,
+            services,
+            request,
+            status=403,
+            error=STALE_FORM_ERROR,
+            next_path=next_path,
             username=username[:64],
         )
 
@@ -151,12 +155,24 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
         user = await services.passwords.authenticate(username, password)
     except UserStoreUnavailable:
         logger.error("login unavailable: user store unreachable")
-        return _login_page(services, request, status=503, error=UNAVAILABLE_ERROR,
-                           next_path=next_path, username=username[:64])
+        return _login_page(
+            services,
+            request,
+            status=503,
+            error=UNAVAILABLE_ERROR,
+            next_path=next_path,
+            username=username[:64],
+        )
     if user is None:
         logger.info("login failed", extra={"user": username[:64]})
-        return _login_page(services, request, status=401, error=GENERIC_LOGIN_ERROR,
-                           next_path=next_path, username=username[:64])
+        return _login_page(
+            services,
+            request,
+            status=401,
+            error=GENERIC_LOGIN_ERROR,
+            next_path=next_path,
+            username=username[:64],
+        )
 
     try:
         if session is not None:
@@ -165,8 +181,14 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
         new_session = await services.sessions.create(user.username)
     except SessionStoreUnavailable:
         logger.error("login unavailable: session store unreachable")
-        return _login_page(services, request, status=503, error=UNAVAILABLE_ERROR,
-                           next_path=next_path, username=username[:64])
+        return _login_page(
+            services,
+            request,
+            status=503,
+            error=UNAVAILABLE_ERROR,
+            next_path=next_path,
+            username=username[:64],
+        )
 
     jwt_token = services.tokens.issue(
         user.username, new_session.id, new_session.absolute_expires_at
@@ -201,21 +223,34 @@ async def logout(request: Request, services: ServicesDep, session: SessionDep) -
         token = ""
     binding = CsrfTokens.session_binding(session.id)
     if not (services.csrf.check(token, binding) and is_same_origin_request(request)):
-        logger.warning("logout refused: CSRF token or origin check failed",
-                       extra={"user": session.username})
+        logger.warning(
+            "logout refused: CSRF token or origin check failed", extra={"user": session.username}
+        )
         return _render(
-            services, request, "error.html", 403,
-            status_code=403, title="Sign-out not confirmed",
+            services,
+            request,
+            "error.html",
+            403,
+            status_code=403,
+            title="Sign-out not confirmed",
             message="This sign-out request did not come from this site. "
-                    "Use the Logout button to sign out.",
+            "Use the Logout button to sign out.",
         )
     try:
         await services.sessions.delete(session.id)
     except SessionStoreUnavailable:
-        return _render(services, request, "error.html", 503, status_code=503,
-                       title="Service unavailable", message=UNAVAILABLE_ERROR)
+        return _render(
+            services,
+            request,
+            "error.html",
+            503,
+            status_code=503,
+            title="Service unavailable",
+            message=UNAVAILABLE_ERROR,
+        )
     logger.info("logout", extra={"user": session.username})
     response = _redirect(LOGIN_PATH)
-    response.headers.append("set-cookie", services.cookies.expired_header(
-        services.cookies.session_cookie))
+    response.headers.append(
+        "set-cookie", services.cookies.expired_header(services.cookies.session_cookie)
+    )
     return response

@@ -97,8 +97,9 @@ class SessionTokenCodec:
         issued_at, expires_at = payload.get("iat"), payload.get("exp")
         if payload.get("typ") != TOKEN_TYPE:
             raise InvalidSessionToken("wrong token type")
-        if not (isinstance(username, str) and username and isinstance(session_id, str)
-                and session_id):
+        if not (
+            isinstance(username, str) and username and isinstance(session_id, str) and session_id
+        ):
             raise InvalidSessionToken("bad subject or session id")
         if not (isinstance(issued_at, int) and isinstance(expires_at, int)):
             raise InvalidSessionToken("bad timestamps")

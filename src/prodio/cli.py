@@ -1,0 +1,381 @@
+"""The ``prodio`` command: run the server and manage user accounts.
+
+Every failure ends as one line ``prodio: error: ...`` on standard error and a non-zero exit
+status: 2 for a usage or configuration mistake, 1 for an operation that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import os
+import secrets
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TextIO
+
+import anyio
+
+from prodio import __version__
+from prodio.config import Settings, SettingsError, load_settings
+from prodio.session import SessionStore, SessionStoreUnavailable, build_session_store
+from prodio.users import (
+    PasswordHasher,
+    UserError,
+    UserExists,
+    UserNotFound,
+    UserStore,
+    UserStoreUnavailable,
+    build_user_store,
+    normalize_username,
+)
+
+PROG = "prodio"
+FIRST_USER = "admin"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A failure to report as one line, with the exit status to end with."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _new_password_hasher() -> PasswordHasher:
+    return PasswordHasher()
+
+
+# -- serve ----------------------------------------------------------------------------
+
+
+def _first_user_box(username: str, password: str) -> str:
+    lines = [
+        "prodio made the first user (dev mode):",
+        "",
+        f"    user:      {username}",
+        f"    password:  {password}",
+        "",
+        "This password is shown only ONCE: note it now.",
+        f"Change it with:  prodio users set-password {username}",
+    ]
+    width = max(len(line) for line in lines)
+    border = "+" + "-" * (width + 2) + "+"
+    body = [f"| {line.ljust(width)} |" for line in lines]
+    return "\n".join([border, *body, border])
+
+
+def bootstrap_first_user(
+    store: UserStore, settings: Settings, hasher: PasswordHasher, *, stderr: TextIO
+) -> str | None:
+    """Make sure somebody can log in; return the password made for ``admin``, if any.
+
+    With no user at all: in dev mode make ``admin`` with a random password and show it
+    once; otherwise say how to add a user (the server still starts).
+    """
+    if store.count() > 0:
+        return None
+    if not settings.is_dev:
+        print(
+            f"{PROG}: note: there is no user yet, so nobody can log in; "
+            "add one with: prodio users add NAME",
+            file=stderr,
+        )
+        return None
+    password = secrets.token_urlsafe(12)
+    try:
+        store.add(FIRST_USER, hasher.hash(password))
+    except UserExists:
+        # Another instance starting at the same time made it first; it showed its password.
+        return None
+    print(_first_user_box(FIRST_USER, password), file=stderr, flush=True)
+    return password
+
+
+def prepare_serve(
+    settings: Settings, *, stderr: TextIO, hasher: PasswordHasher | None = None
+) -> str | None:
+    """Everything ``serve`` does before the server starts: migrate the user store and
+    make the first user. Returns the password made for ``admin``, if one was made."""
+    with _user_store(settings) as store:
+        return bootstrap_first_user(
+            store, settings, hasher or _new_password_hasher(), stderr=stderr
+        )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = load_settings(**overrides)
+
+    # Imported here so that the users commands need neither the web stack nor uvicorn.
+    import uvicorn
+
+    from prodio.logs import configure_logging
+
+    configure_logging(settings)
+    prepare_serve(settings, stderr=sys.stderr)
+    run = functools.partial(
+        uvicorn.run,
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=True,
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or "127.0.0.1",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=True,
+    )
+    if args.reload:
+        # The reloader imports the app afresh in a child process, which reads its
+        # settings from the environment: hand the command-line values down that way.
+        os.environ["PRODIO_HOST"] = settings.host
+        os.environ["PRODIO_PORT"] = str(settings.port)
+        run("prodio.main:create_app_from_env", factory=True, reload=True)
+    else:
+        from prodio.main import create_app
+
+        run(create_app(settings))
+    return EXIT_OK
+
+
+# -- users ----------------------------------------------------------------------------
+
+
+@contextmanager
+def _user_store(settings: Settings) -> Iterator[UserStore]:
+    store = build_user_store(settings)
+    try:
+        store.migrate()
+        yield store
+    finally:
+        store.close()
+
+
+def _read_new_password(username: str, from_stdin: bool) -> str:
+    if from_stdin:
+        try:
+            line = sys.stdin.readline() if sys.stdin is not None else ""
+        except UnicodeDecodeError as error:
+            raise CliError(f"standard input is not {error.encoding} text") from None
+        if not line:
+            raise CliError("no password on standard input")
+        # Only the line ending goes: spaces belong to the password.
+        return line.removesuffix("\n").removesuffix("\r")
+    try:
+        first = getpass.getpass(f"New password for {username}: ")
+        second = getpass.getpass("Repeat the password: ")
+    except EOFError:
+        raise CliError("no password given (use --password-stdin to pipe one in)") from None
+    if first != second:
+        raise CliError("the two passwords differ; nothing was changed")
+    return first
+
+
+def _require_user(store: UserStore, name: str) -> None:
+    if store.get(name) is None:
+        raise UserNotFound(f"no user named {name}")
+
+
+def _reachable_session_store(settings: Settings) -> SessionStore | None:
+    """The session store this process can reach, or ``None`` when sessions live only in
+    a running server's memory."""
+    if settings.session_backend == "memory":
+        return None
+    return build_session_store(settings)
+
+
+async def _end_sessions(store: SessionStore, username: str) -> int:
+    try:
+        return await store.delete_user_sessions(username)
+    finally:
+        await store.aclose()
+
+
+def _revoke_sessions(settings: Settings, username: str) -> None:
+    """End every session of ``username``, or say why this command cannot."""
+    store = _reachable_session_store(settings)
+    if store is None:
+        print(
+            f"{PROG}: note: sessions are kept in the server's memory "
+            "(PRODIO_SESSION_BACKEND=memory), out of this command's reach: "
+            f"{username}'s open sessions end at their expiry or when the server restarts",
+            file=sys.stderr,
+        )
+        return
+    try:
+        ended = anyio.run(_end_sessions, store, username)
+    except SessionStoreUnavailable as error:
+        raise CliError(
+            f"the account was changed, but {username}'s sessions could not be ended: {error}"
+        ) from None
+    print(f"ended {ended} open session(s) of {username}")
+
+
+def _users_add(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    name = normalize_username(args.name)
+    with _user_store(settings) as store:
+        if store.get(name) is not None:
+            raise UserExists(f"user {name} already exists")
+        password_hash = _new_password_hasher().hash(_read_new_password(name, args.password_stdin))
+        store.add(name, password_hash)
+    print(f"added user {name}")
+    return EXIT_OK
+
+
+def _users_list(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with _user_store(settings) as store:
+        users = store.list()
+    if not users:
+        print("no users yet; add one with: prodio users add NAME")
+        return EXIT_OK
+    rows = [("NAME", "STATUS", "CREATED")] + [
+        (
+            user.username,
+            "disabled" if user.disabled else "active",
+            user.created_at.strftime("%Y-%m-%d %H:%M UTC"),
+        )
+        for user in users
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    for name, status, created in rows:
+        print(f"{name.ljust(widths[0])}  {status.ljust(widths[1])}  {created}")
+    return EXIT_OK
+
+
+def _users_remove(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    name = normalize_username(args.name)
+    with _user_store(settings) as store:
+        store.remove(name)
+    print(f"removed user {name}")
+    _revoke_sessions(settings, name)
+    return EXIT_OK
+
+
+def _users_set_password(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    name = normalize_username(args.name)
+    with _user_store(settings) as store:
+        _require_user(store, name)
+        password_hash = _new_password_hasher().hash(_read_new_password(name, args.password_stdin))
+        store.set_password_hash(name, password_hash)
+    print(f"changed the password of {name}")
+    _revoke_sessions(settings, name)
+    return EXIT_OK
+
+
+def _users_disable(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    name = normalize_username(args.name)
+    with _user_store(settings) as store:
+        store.set_disabled(name, True)
+    print(f"disabled user {name}")
+    _revoke_sessions(settings, name)
+    return EXIT_OK
+
+
+def _users_enable(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    name = normalize_username(args.name)
+    with _user_store(settings) as store:
+        store.set_disabled(name, False)
+    print(f"enabled user {name}")
+    return EXIT_OK
+
+
+# -- parsing --------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``prodio`` command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Put Gradio apps into production: serve them, manage users."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the web server",
+        description="Run the web server; settings come from PRODIO_* variables and .env.",
+    )
+    serve.add_argument("--host", help="address to listen on (default: PRODIO_HOST)")
+    serve.add_argument("--port", type=_port, help="port to listen on (default: PRODIO_PORT)")
+    serve.add_argument(
+        "--reload", action="store_true", help="restart when source files change (development)"
+    )
+    serve.set_defaults(handler=_serve)
+
+    users = commands.add_parser("users", help="manage user accounts")
+    actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def with_name(
+        name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        action = actions.add_parser(name, help=help_text, description=help_text)
+        action.add_argument("name", metavar="NAME", help="user name")
+        action.set_defaults(handler=handler)
+        return action
+
+    stdin_help = "read the password from the first line of standard input instead of asking"
+    add = with_name("add", "add a user (asks for the password)", _users_add)
+    add.add_argument("--password-stdin", action="store_true", help=stdin_help)
+    listing = actions.add_parser("list", help="list the users", description="List the users.")
+    listing.set_defaults(handler=_users_list)
+    with_name("remove", "remove a user and end their sessions", _users_remove)
+    set_password = with_name(
+        "set-password", "set a user's password and end their sessions", _users_set_password
+    )
+    set_password.add_argument("--password-stdin", action="store_true", help=stdin_help)
+    with_name("disable", "stop a user from logging in and end their sessions", _users_disable)
+    with_name("enable", "let a disabled user log in again", _users_enable)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``prodio`` command; return its exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        # argparse has printed usage or help already.
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except CliError as error:
+        return _fail(str(error), error.exit_code)
+    except SettingsError as error:
+        return _fail(str(error), EXIT_USAGE)
+    except (UserError, UserStoreUnavailable) as error:
+        return _fail(str(error), EXIT_FAILED)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _fail(message: str, exit_code: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return exit_code

@@ -1,0 +1,90 @@
+"""Checking a user name and password at login."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Protocol, runtime_checkable
+
+import anyio.to_thread
+
+from prodio.users.base import (
+    InvalidUsername,
+    User,
+    UserError,
+    UserStore,
+    UserStoreUnavailable,
+    normalize_username,
+)
+from prodio.users.passwords import MAX_PASSWORD_LENGTH, PasswordHasher
+
+logger = logging.getLogger(__name__)
+
+# Far above any valid name (64), low enough that normalizing it costs nothing.
+MAX_USERNAME_INPUT_LENGTH = 1024
+
+
+@runtime_checkable
+class SupportsHashUpgrade(Protocol):
+    """A user store that can swap a hash for a stronger one of the same password."""
+
+    def upgrade_password_hash(self, username: str, old_hash: str, new_hash: str) -> bool:
+        """Replace ``old_hash`` only if it is still the stored one; keep
+        ``password_changed_at``. Return whether the hash was replaced."""
+        ...
+
+
+class PasswordAuthenticator:
+    """Decides whether a name and password log someone in.
+
+    Every refusal looks the same and costs the same: an invalid name, an unknown user, a
+    wrong password and a disabled account all return ``None`` after one argon2
+    verification, so neither the answer nor its timing tells which accounts exist.
+    :class:`~prodio.users.base.UserStoreUnavailable` propagates (answer 503, not 401).
+    """
+
+    def __init__(self, store: UserStore, hasher: PasswordHasher) -> None:
+        self._store = store
+        self._hasher = hasher
+
+    async def authenticate(self, username: str, password: str) -> User | None:
+        """The user these credentials belong to, or ``None``.
+
+        The database read and the hash check share one worker thread, taken under the
+        hasher's limiter, so the event loop never blocks on either.
+        """
+        if len(username) > MAX_USERNAME_INPUT_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
+            # Longer than any name or password that can be set: refuse before spending
+            # time on megabytes of input.
+            return None
+        return await anyio.to_thread.run_sync(
+            self._authenticate_blocking, username, password, limiter=self._hasher.limiter
+        )
+
+    def _authenticate_blocking(self, username: str, password: str) -> User | None:
+        try:
+            user = self._store.get(normalize_username(username))
+        except InvalidUsername:
+            user = None
+        matches = self._hasher.verify(None if user is None else user.password_hash, password)
+        if user is None or not matches or user.disabled:
+            return None
+        if self._hasher.needs_rehash(user.password_hash):
+            user = self._store_new_hash(user, password)
+        return user
+
+    def _store_new_hash(self, user: User, password: str) -> User:
+        if not isinstance(self._store, SupportsHashUpgrade):
+            # set_password_hash would be no safe stand-in: racing a password change, it
+            # could store a hash of the old password over the new one.
+            return user
+        new_hash = self._hasher.rehash(password)
+        try:
+            upgraded = self._store.upgrade_password_hash(
+                user.username, user.password_hash, new_hash
+            )
+        except (UserError, UserStoreUnavailable) as error:
+            # The login itself succeeded; the upgrade is tried again at the next one.
+            logger.warning("could not upgrade the password hash of %s: %s", user.username, error)
+            return user
+        return dataclasses.replace(user, password_hash=new_hash) if upgraded else user

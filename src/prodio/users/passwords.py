@@ -1,0 +1,146 @@
+"""Password hashing with argon2id, and the password policy.
+
+Hashing costs tens of milliseconds of CPU and ``memory_cost`` KiB of memory on purpose,
+so async code calls :meth:`PasswordHasher.ahash` and :meth:`PasswordHasher.averify`: they
+run in worker threads, at most as many at once as there are CPUs, so that a burst of
+logins queues up instead of exhausting memory, threads or the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import unicodedata
+
+import anyio
+import anyio.to_thread
+from argon2 import PasswordHasher as _Argon2Hasher
+from argon2 import Type
+from argon2.exceptions import Argon2Error
+
+from prodio.users.base import UserError
+
+# OWASP's recommended argon2id parameters (Password Storage Cheat Sheet): 19 MiB, 2
+# passes, 1 lane. Raise them when the hardware allows; old hashes upgrade at next login.
+DEFAULT_TIME_COST = 2
+DEFAULT_MEMORY_COST_KIB = 19_456
+DEFAULT_PARALLELISM = 1
+
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+
+
+class PasswordPolicyError(UserError):
+    """The password does not meet the policy; the message says what is expected."""
+
+
+def normalize_password(password: str) -> str:
+    """The form of a password that is checked and hashed.
+
+    NFKC folding (as NIST SP 800-63B advises) makes a password typed on two keyboards
+    that encode the same characters differently (say, a composed and a decomposed "é")
+    the same password.
+    """
+    return unicodedata.normalize("NFKC", password)
+
+
+def check_password_policy(password: str) -> None:
+    """Raise :class:`PasswordPolicyError` unless the password may be set.
+
+    Only the length counts (NIST SP 800-63B): no composition rules, and no truncation,
+    since argon2 hashes the whole input.
+    """
+    length = len(normalize_password(password))
+    if not MIN_PASSWORD_LENGTH <= length <= MAX_PASSWORD_LENGTH:
+        raise PasswordPolicyError(
+            f"a password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters "
+            f"long (this one has {length}); any characters are allowed, and a passphrase "
+            "of several words is a good choice"
+        )
+    # A check against a list of common or breached passwords belongs here, after the
+    # length rule, raising PasswordPolicyError too.
+
+
+class PasswordHasher:
+    """argon2id hashing with the policy applied and constant-cost failures.
+
+    ``max_concurrency`` caps the hashes computed at once by :meth:`ahash`, :meth:`averify`
+    and anything else run under :attr:`limiter` (default: the number of CPUs).
+    """
+
+    def __init__(
+        self,
+        *,
+        time_cost: int = DEFAULT_TIME_COST,
+        memory_cost: int = DEFAULT_MEMORY_COST_KIB,
+        parallelism: int = DEFAULT_PARALLELISM,
+        max_concurrency: int | None = None,
+    ) -> None:
+        self._argon2 = _Argon2Hasher(
+            time_cost=time_cost,
+            memory_cost=memory_cost,
+            parallelism=parallelism,
+            type=Type.ID,
+        )
+        self.limiter = anyio.CapacityLimiter(max_concurrency or os.cpu_count() or 1)
+        self._dummy_hash: str | None = None
+        self._dummy_lock = threading.Lock()
+
+    @property
+    def parameters(self) -> tuple[int, int, int]:
+        """``(time_cost, memory_cost_kib, parallelism)`` of new hashes."""
+        return (self._argon2.time_cost, self._argon2.memory_cost, self._argon2.parallelism)
+
+    def hash(self, password: str) -> str:
+        """Check the policy (raising :class:`PasswordPolicyError`), then hash."""
+        check_password_policy(password)
+        return self.rehash(password)
+
+    def rehash(self, password: str) -> str:
+        """Hash a password that was already accepted, without applying the policy.
+
+        For upgrading a stored hash after a successful login: a password set under an
+        older policy must keep working.
+        """
+        return self._argon2.hash(normalize_password(password))
+
+    def _dummy(self) -> str:
+        # Made once, with this hasher's parameters, so that checking a password of a user
+        # who does not exist costs what checking a real one does.
+        with self._dummy_lock:
+            if self._dummy_hash is None:
+                self._dummy_hash = self._argon2.hash(secrets.token_urlsafe(32))
+            return self._dummy_hash
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        """Whether ``password`` matches ``password_hash``; never raises.
+
+        ``None`` (no such user) does a full verification against a dummy hash and returns
+        ``False``. A malformed hash returns ``False``.
+        """
+        target = self._dummy() if password_hash is None else password_hash
+        try:
+            matches = self._argon2.verify(target, normalize_password(password))
+        except (Argon2Error, ValueError):
+            # Argon2Error covers mismatches and hashes the library cannot decode;
+            # ValueError covers InvalidHashError and non-ASCII text in the hash.
+            return False
+        return matches and password_hash is not None
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether the hash was made with other parameters (or cannot be read)."""
+        try:
+            return self._argon2.check_needs_rehash(password_hash)
+        except ValueError:
+            return True
+
+    async def ahash(self, password: str) -> str:
+        """:meth:`hash` in a worker thread."""
+        return await anyio.to_thread.run_sync(self.hash, password, limiter=self.limiter)
+
+    async def averify(self, password_hash: str | None, password: str) -> bool:
+        """:meth:`verify` in a worker thread."""
+        return await anyio.to_thread.run_sync(
+            self.verify, password_hash, password, limiter=self.limiter
+        )
