@@ -49,6 +49,11 @@ class Settings(BaseSettings):
 
     session_backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
+    redis_socket_timeout: Annotated[float, Field(gt=0)] = 2.0
+    redis_connect_timeout: Annotated[float, Field(gt=0)] = 2.0
+    redis_max_connections: Annotated[int, Field(ge=1)] = 50
+    redis_health_check_interval: Annotated[int, Field(ge=0)] = 30
+    redis_key_prefix: Annotated[str, Field(min_length=1, max_length=64)] = "prodio:"
     session_idle_timeout: Annotated[int, Field(gt=0)] = 30 * 60
     session_absolute_timeout: Annotated[int, Field(gt=0)] = 8 * 60 * 60
     session_cleanup_interval: Annotated[float, Field(gt=0)] = 60.0

@@ -11,6 +11,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from prodio.services import Services
+from prodio.session.base import SessionStoreUnavailable
 from prodio.session.cleanup import purge_periodically
 
 logger = logging.getLogger("prodio")
@@ -23,6 +24,13 @@ def lifespan_for(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings = services.settings
         await anyio.to_thread.run_sync(services.users.migrate)
+        try:
+            await services.sessions.ping()
+        except SessionStoreUnavailable:
+            # Start anyway: /readyz reports it, requests get 503, and service resumes by
+            # itself when the store comes back. Refusing to start would turn a Redis blip
+            # during a deploy into an outage.
+            logger.warning("session store unreachable at start-up")
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(
                 purge_periodically, services.sessions, settings.session_cleanup_interval

@@ -16,7 +16,9 @@ from prodio.config import Settings
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRIBUTES = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    # uvicorn's terminal colouring of its own messages: noise in a log file.
+    | {"message", "asctime", "color_message"}
 )
 _CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
 

@@ -6,12 +6,18 @@ from prodio.session.base import (
     SessionStoreUnavailable,
     SessionTimeouts,
 )
+from prodio.session.cleanup import purge_periodically
+from prodio.session.factory import build_session_store
 from prodio.session.memory import InMemorySessionStore
+from prodio.session.redis import RedisSessionStore
 
 __all__ = [
     "InMemorySessionStore",
+    "RedisSessionStore",
     "Session",
     "SessionStore",
     "SessionStoreUnavailable",
     "SessionTimeouts",
+    "build_session_store",
+    "purge_periodically",
 ]

@@ -15,6 +15,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prodio.session.base import JSONValue, Session, SessionTimeouts
+from prodio.session.values import (
+    check_removals,
+    check_username,
+    encode_data,
+    is_well_formed_session_id,
+)
 
 SESSION_ID_BYTES = 32
 
@@ -29,10 +35,10 @@ class _Entry:
         self.data = data
 
 
-def _copy_json(data: Mapping[str, JSONValue]) -> dict[str, Any]:
+def _copy_json(data: Mapping[str, JSONValue] | None) -> dict[str, Any]:
     # Round-trip through JSON so that this store accepts and returns exactly what a
     # networked store would: a value that cannot be stored there fails here too.
-    return dict(json.loads(json.dumps(dict(data), allow_nan=False)))
+    return {key: json.loads(encoded) for key, encoded in encode_data(data).items()}
 
 
 class InMemorySessionStore:
@@ -73,6 +79,8 @@ class InMemorySessionStore:
         )
 
     def _live_entry(self, session_id: str, now: float) -> _Entry | None:
+        if not is_well_formed_session_id(session_id):
+            return None
         entry = self._entries.get(session_id)
         if entry is None:
             return None
@@ -95,7 +103,8 @@ class InMemorySessionStore:
         return entry
 
     async def create(self, username: str, data: Mapping[str, JSONValue] | None = None) -> Session:
-        stored = _copy_json(data or {})
+        check_username(username)
+        stored = _copy_json(data)
         session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
         # The clock may not go backwards for the ordering to hold; a wall clock that
         # steps back only makes sessions live a little longer.
@@ -125,8 +134,8 @@ class InMemorySessionStore:
         *,
         remove: Iterable[str] = (),
     ) -> bool:
-        stored = _copy_json(changes or {})
-        removals = list(remove)
+        stored = _copy_json(changes)
+        removals = check_removals(remove)
         entry = self._live_entry(session_id, self._clock())
         if entry is None:
             return False
@@ -136,11 +145,14 @@ class InMemorySessionStore:
         return True
 
     async def delete(self, session_id: str) -> bool:
+        if not is_well_formed_session_id(session_id):
+            return False
         now = self._clock()
         entry = self._remove(session_id)
         return entry is not None and not self._is_expired(entry, now)
 
     async def delete_user_sessions(self, username: str) -> int:
+        check_username(username)
         now = self._clock()
         ended = 0
         for session_id in list(self._by_user.get(username, ())):
@@ -151,17 +163,16 @@ class InMemorySessionStore:
 
     async def purge_expired(self, limit: int = 10_000) -> int:
         now = self._clock()
-        idle_cutoff = now - self.timeouts.idle
-        absolute_cutoff = now - self.timeouts.absolute
         removed = 0
-        for order, field, cutoff in (
-            (self._by_last_seen, "last_seen", idle_cutoff),
-            (self._by_creation, "created_at", absolute_cutoff),
-        ):
+        # Each order has its oldest entries first, so the expired ones lead and the loop
+        # stops at the first live entry: the cost follows the expired count only.
+        for order in (self._by_last_seen, self._by_creation):
             while removed < limit and order:
                 session_id = next(iter(order))
                 entry = self._entries[session_id]
-                if getattr(entry, field) > cutoff:
+                # The same rule as every read, so a purge never removes a session that a
+                # load would still return (the cutoff alone can round the other way).
+                if not self._is_expired(entry, now):
                     break
                 self._remove(session_id)
                 removed += 1

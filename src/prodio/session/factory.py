@@ -1,0 +1,55 @@
+"""Build the session store that the settings ask for."""
+
+from __future__ import annotations
+
+from prodio.config import Settings, SettingsError
+from prodio.session.base import SessionStore, SessionTimeouts
+from prodio.session.memory import InMemorySessionStore
+from prodio.session.redis import RedisSessionStore
+
+
+def session_timeouts(settings: Settings) -> SessionTimeouts:
+    """The idle and absolute session timeouts from the settings."""
+    try:
+        return SessionTimeouts(
+            idle=settings.session_idle_timeout, absolute=settings.session_absolute_timeout
+        )
+    except ValueError as exc:
+        raise SettingsError(
+            f"invalid configuration: PRODIO_SESSION_IDLE_TIMEOUT / "
+            f"PRODIO_SESSION_ABSOLUTE_TIMEOUT: {exc}"
+        ) from None
+
+
+def build_session_store(settings: Settings) -> SessionStore:
+    """Make the store named by ``PRODIO_SESSION_BACKEND``; it is not contacted yet.
+
+    Call ``await store.ping()`` at startup to fail early when Redis is unreachable, and
+    ``await store.aclose()`` at shutdown. Raises :class:`SettingsError` when the
+    configuration cannot work (the message never contains a password).
+    """
+    timeouts = session_timeouts(settings)
+    if settings.session_backend == "memory":
+        return InMemorySessionStore(timeouts)
+    if settings.session_backend == "redis":
+        if not settings.redis_url:
+            raise SettingsError(
+                "invalid configuration: PRODIO_SESSION_BACKEND=redis needs PRODIO_REDIS_URL, "
+                "for example redis://localhost:6379/0"
+            )
+        try:
+            return RedisSessionStore.from_url(
+                settings.redis_url,
+                timeouts,
+                key_prefix=settings.redis_key_prefix,
+                socket_timeout=settings.redis_socket_timeout,
+                socket_connect_timeout=settings.redis_connect_timeout,
+                max_connections=settings.redis_max_connections,
+                health_check_interval=settings.redis_health_check_interval,
+            )
+        except ValueError as exc:
+            raise SettingsError(f"invalid configuration: PRODIO_REDIS_URL: {exc}") from None
+    raise SettingsError(
+        f"invalid configuration: PRODIO_SESSION_BACKEND={settings.session_backend!r} is not "
+        "one of: memory, redis"
+    )

@@ -1,0 +1,461 @@
+"""Sessions in Redis: shared by every instance of the app, so instances can come and go.
+
+Layout, under a key prefix (``prodio:`` by default):
+
+- ``<prefix>s:<id>``: a hash per session with the fields ``username``, ``created_at`` and
+  ``last_seen`` (integer microseconds since the epoch, on the Redis server's clock, so that
+  instances whose clocks disagree still agree on expiry) and one ``d:<key>`` field per data
+  key holding that value as JSON. One field per key is what lets two requests update
+  different keys of one session at once without either losing the other's change.
+- ``<prefix>u:<username>``: the set of that user's session ids, to log a user out
+  everywhere.
+
+Every key carries a TTL; none lives forever. A session key expires at the earlier of its
+idle and absolute expiry, so Redis itself removes dead sessions and
+:meth:`RedisSessionStore.purge_expired` has nothing to do. A user's set expires one
+absolute timeout after that user's newest login, which no session of theirs can outlive.
+
+Each operation is one Lua script, so it is atomic and costs one round trip; in particular
+an update applies only if the session is still live at that moment, so a slow request can
+never bring back a session that was logged out meanwhile.
+
+The scripts address keys they derive from the prefix and stored ids, so this store is for a
+single Redis server (or a primary with replicas), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from prodio.session.base import JSONValue, Session, SessionStoreUnavailable, SessionTimeouts
+from prodio.session.values import (
+    check_removals,
+    check_username,
+    decode_value,
+    encode_data,
+    is_well_formed_session_id,
+)
+
+logger = logging.getLogger("prodio.session")
+
+SESSION_ID_BYTES: Final = 32
+REDIS_URL_SCHEMES: Final = ("redis", "rediss", "unix")
+DEFAULT_KEY_PREFIX: Final = "prodio:"
+DATA_FIELD_PREFIX: Final = "d:"
+_MAX_CREATE_ATTEMPTS: Final = 3
+
+# Shared by every script: the server's clock in microseconds, and the liveness rule of
+# base.py (dead from the instant an expiry is reached). Redis expires a key only once the
+# millisecond of its TTL has passed, so a script must not trust a key's existence alone.
+_LUA_PRELUDE = """
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function is_live(created_at, last_seen, now, idle, absolute)
+  return now < last_seen + idle and now < created_at + absolute
+end
+local function fmt(n)
+  return string.format('%d', n)
+end
+"""
+
+
+def _with_prelude(script: str) -> str:
+    return _LUA_PRELUDE + script
+
+
+# KEYS: session hash, user set.
+# ARGV: username, session id, idle us, absolute us, session key prefix, field, value, ...
+# Returns created_at, or nil when the id is taken (then the caller draws another).
+_CREATE = _with_prelude("""
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local now = now_us()
+local idle, absolute = tonumber(ARGV[3]), tonumber(ARGV[4])
+local stamp = fmt(now)
+redis.call('HSET', KEYS[1], 'username', ARGV[1], 'created_at', stamp, 'last_seen', stamp)
+for i = 6, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIREAT', KEYS[1], fmt(math.floor((now + math.min(idle, absolute)) / 1000)))
+-- Forget ids of sessions that expired by themselves, so the set stays as small as the
+-- user's live sessions plus this one.
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', ARGV[5] .. member) == 0 then
+    redis.call('SREM', KEYS[2], member)
+  end
+end
+redis.call('SADD', KEYS[2], ARGV[2])
+local keep_ms = math.ceil(absolute / 1000)
+if redis.call('PTTL', KEYS[2]) < keep_ms then
+  redis.call('PEXPIRE', KEYS[2], fmt(keep_ms))
+end
+return stamp
+""")
+
+# KEYS: session hash. ARGV: '1' to touch, idle us, absolute us, user key prefix, session id.
+# Returns the hash as a flat field/value list (empty when there is no live session).
+_LOAD = _with_prelude("""
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return fields end
+local username, created_at, last_seen, last_seen_index
+for i = 1, #fields, 2 do
+  if fields[i] == 'username' then
+    username = fields[i + 1]
+  elseif fields[i] == 'created_at' then
+    created_at = tonumber(fields[i + 1])
+  elseif fields[i] == 'last_seen' then
+    last_seen = tonumber(fields[i + 1])
+    last_seen_index = i + 1
+  end
+end
+if not username or not created_at or not last_seen then return fields end
+local now = now_us()
+local idle, absolute = tonumber(ARGV[2]), tonumber(ARGV[3])
+if not is_live(created_at, last_seen, now, idle, absolute) then
+  redis.call('DEL', KEYS[1])
+  return {}
+end
+if ARGV[1] == '1' and now > last_seen then
+  last_seen = now
+  fields[last_seen_index] = fmt(now)
+  redis.call('HSET', KEYS[1], 'last_seen', fields[last_seen_index])
+  local expires_ms = math.floor(math.min(last_seen + idle, created_at + absolute) / 1000)
+  redis.call('PEXPIREAT', KEYS[1], fmt(expires_ms))
+  -- The user's set must outlive each of its sessions, or logging out everywhere would
+  -- miss one. Creation sees to that unless the timeouts were raised since; then this
+  -- heals it.
+  local user_key = ARGV[4] .. username
+  if redis.call('PTTL', user_key) < expires_ms - math.floor(now / 1000) then
+    redis.call('SADD', user_key, ARGV[5])
+    redis.call('PEXPIREAT', user_key, fmt(expires_ms))
+  end
+end
+return fields
+""")
+
+# KEYS: session hash. ARGV: idle us, absolute us, number of fields to set n,
+# n field/value pairs, then the fields to delete. Returns 1 if applied, 0 if not live.
+_UPDATE = _with_prelude("""
+local times = redis.call('HMGET', KEYS[1], 'created_at', 'last_seen')
+if not times[1] or not times[2] then return 0 end
+local now = now_us()
+if not is_live(tonumber(times[1]), tonumber(times[2]), now, tonumber(ARGV[1]),
+               tonumber(ARGV[2])) then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+local set_end = 3 + 2 * tonumber(ARGV[3])
+for i = 4, set_end, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+for i = set_end + 1, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+end
+return 1
+""")
+
+# KEYS: session hash. ARGV: session id, idle us, absolute us, user key prefix.
+# Returns 1 if the session was live, else 0.
+_DELETE = _with_prelude("""
+local stored = redis.call('HMGET', KEYS[1], 'username', 'created_at', 'last_seen')
+if not stored[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', ARGV[4] .. stored[1], ARGV[1])
+if not stored[2] or not stored[3] then return 0 end
+local live = is_live(tonumber(stored[2]), tonumber(stored[3]), now_us(), tonumber(ARGV[2]),
+                     tonumber(ARGV[3]))
+if live then return 1 end
+return 0
+""")
+
+# KEYS: user set. ARGV: session key prefix, idle us, absolute us.
+# Returns how many live sessions ended.
+_DELETE_USER = _with_prelude("""
+local now = now_us()
+local idle, absolute = tonumber(ARGV[2]), tonumber(ARGV[3])
+local ended = 0
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. member
+  local times = redis.call('HMGET', key, 'created_at', 'last_seen')
+  if times[1] and times[2]
+     and is_live(tonumber(times[1]), tonumber(times[2]), now, idle, absolute) then
+    ended = ended + 1
+  end
+  redis.call('DEL', key)
+end
+redis.call('DEL', KEYS[1])
+return ended
+""")
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ``ValueError`` (without echoing a password) unless ``url`` is usable."""
+    scheme = urlsplit(url).scheme
+    if scheme not in REDIS_URL_SCHEMES:
+        raise ValueError(
+            f"the Redis URL {redacted_url(url)!r} must start with redis://, rediss:// or "
+            "unix://, for example redis://localhost:6379/0"
+        )
+    parts = urlsplit(url)
+    if scheme == "unix" and not parts.path:
+        raise ValueError(
+            f"the Redis URL {redacted_url(url)!r} names no socket file, for example "
+            "unix:///run/redis/redis.sock"
+        )
+    if scheme != "unix":
+        if not parts.hostname:
+            raise ValueError(
+                f"the Redis URL {redacted_url(url)!r} names no host, for example "
+                "redis://localhost:6379/0"
+            )
+        try:
+            parts.port  # noqa: B018 - urllib checks the port only when it is read
+        except ValueError:
+            raise ValueError(f"the Redis URL {redacted_url(url)!r} has an invalid port") from None
+
+
+def _microseconds(seconds: float) -> str:
+    return str(round(seconds * 1_000_000))
+
+
+def _unavailable(exc: BaseException) -> SessionStoreUnavailable:
+    return SessionStoreUnavailable(f"Redis did not answer: {type(exc).__name__}: {exc}")
+
+
+# The errors that mean Redis is unreachable, slow or refusing: redis-py's own, and the
+# socket and timeout errors it can let through while connecting.
+_BACKEND_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class RedisSessionStore:
+    """A :class:`~prodio.session.base.SessionStore` in Redis, shared by all instances.
+
+    Build it with :meth:`from_url`, which makes the one connection pool it uses; the store
+    owns that client and closes it in :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        timeouts: SessionTimeouts,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+    ) -> None:
+        self.timeouts = timeouts
+        self._client = client
+        self._session_prefix = f"{key_prefix}s:"
+        self._user_prefix = f"{key_prefix}u:"
+        self._idle_us = _microseconds(timeouts.idle)
+        self._absolute_us = _microseconds(timeouts.absolute)
+        # Registered once; redis-py sends EVALSHA and loads the script again by itself
+        # when the server lost it (after a restart).
+        self._create = client.register_script(_CREATE)
+        self._load = client.register_script(_LOAD)
+        self._update = client.register_script(_UPDATE)
+        self._delete = client.register_script(_DELETE)
+        self._delete_user = client.register_script(_DELETE_USER)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        timeouts: SessionTimeouts,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        socket_timeout: float = 2.0,
+        socket_connect_timeout: float = 2.0,
+        max_connections: int = 50,
+        health_check_interval: int = 30,
+        pool_timeout: float | None = None,
+    ) -> RedisSessionStore:
+        """Connect (lazily) to the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``).
+
+        ``socket_timeout`` bounds each command, so a hung server turns into
+        :class:`SessionStoreUnavailable` instead of a hung request; ``max_connections``
+        bounds the pool, and a request waits at most ``pool_timeout`` (default: the
+        socket timeout) for a free connection. Options in the URL's query string win.
+        """
+        check_redis_url(url)
+        if socket_timeout <= 0 or socket_connect_timeout <= 0:
+            raise ValueError("the Redis socket timeouts must be positive")
+        if max_connections < 1:
+            raise ValueError("the Redis pool needs at least one connection")
+        if health_check_interval < 0:
+            raise ValueError("the Redis health check interval cannot be negative")
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=socket_timeout if pool_timeout is None else pool_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            health_check_interval=health_check_interval,
+            # One immediate retry on a broken connection (a server restart leaves dead
+            # sockets in the pool); none on a timeout, which would only double the wait.
+            retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+            decode_responses=True,
+            client_name="prodio",
+        )
+        return cls(Redis.from_pool(pool), timeouts, key_prefix=key_prefix)
+
+    def _session_key(self, session_id: str) -> str:
+        return f"{self._session_prefix}{session_id}"
+
+    def _to_session(self, session_id: str, flat: list[str]) -> Session | None:
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        try:
+            username = fields["username"]
+            created_at = int(fields["created_at"]) / 1_000_000
+            last_seen = int(fields["last_seen"]) / 1_000_000
+            data = {
+                name.removeprefix(DATA_FIELD_PREFIX): decode_value(value)
+                for name, value in fields.items()
+                if name.startswith(DATA_FIELD_PREFIX)
+            }
+        except (KeyError, ValueError):
+            # Not written by this store (or by an incompatible version): never trust it.
+            logger.warning("ignoring a malformed session record in Redis")
+            return None
+        return Session(
+            id=session_id,
+            username=username,
+            created_at=created_at,
+            last_seen=last_seen,
+            idle_expires_at=last_seen + self.timeouts.idle,
+            absolute_expires_at=created_at + self.timeouts.absolute,
+            data=data,
+        )
+
+    async def create(self, username: str, data: Mapping[str, JSONValue] | None = None) -> Session:
+        check_username(username)
+        encoded = encode_data(data)
+        field_values = [
+            item for key, value in encoded.items() for item in (f"{DATA_FIELD_PREFIX}{key}", value)
+        ]
+        for _ in range(_MAX_CREATE_ATTEMPTS):
+            session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+            try:
+                stamp = await self._create(
+                    keys=[self._session_key(session_id), f"{self._user_prefix}{username}"],
+                    args=[
+                        username,
+                        session_id,
+                        self._idle_us,
+                        self._absolute_us,
+                        self._session_prefix,
+                        *field_values,
+                    ],
+                )
+            except _BACKEND_ERRORS as exc:
+                raise _unavailable(exc) from exc
+            if stamp is not None:
+                created_at = int(stamp) / 1_000_000
+                return Session(
+                    id=session_id,
+                    username=username,
+                    created_at=created_at,
+                    last_seen=created_at,
+                    idle_expires_at=created_at + self.timeouts.idle,
+                    absolute_expires_at=created_at + self.timeouts.absolute,
+                    data={key: decode_value(value) for key, value in encoded.items()},
+                )
+        # 256 random bits colliding three times means the random source is broken.
+        raise RuntimeError("could not draw an unused session id")
+
+    async def load(self, session_id: str, *, touch: bool = True) -> Session | None:
+        if not is_well_formed_session_id(session_id):
+            return None
+        try:
+            flat: list[str] = await self._load(
+                keys=[self._session_key(session_id)],
+                args=[
+                    "1" if touch else "0",
+                    self._idle_us,
+                    self._absolute_us,
+                    self._user_prefix,
+                    session_id,
+                ],
+            )
+        except _BACKEND_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        if not flat:
+            return None
+        return self._to_session(session_id, flat)
+
+    async def update(
+        self,
+        session_id: str,
+        changes: Mapping[str, JSONValue] | None = None,
+        *,
+        remove: Iterable[str] = (),
+    ) -> bool:
+        encoded = encode_data(changes)
+        removals = check_removals(remove)
+        if not is_well_formed_session_id(session_id):
+            return False
+        args: list[Any] = [self._idle_us, self._absolute_us, len(encoded)]
+        for key, value in encoded.items():
+            args += [f"{DATA_FIELD_PREFIX}{key}", value]
+        args += [f"{DATA_FIELD_PREFIX}{key}" for key in removals]
+        try:
+            applied = await self._update(keys=[self._session_key(session_id)], args=args)
+        except _BACKEND_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return bool(applied)
+
+    async def delete(self, session_id: str) -> bool:
+        if not is_well_formed_session_id(session_id):
+            return False
+        try:
+            ended = await self._delete(
+                keys=[self._session_key(session_id)],
+                args=[session_id, self._idle_us, self._absolute_us, self._user_prefix],
+            )
+        except _BACKEND_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return bool(ended)
+
+    async def delete_user_sessions(self, username: str) -> int:
+        check_username(username)
+        try:
+            ended = await self._delete_user(
+                keys=[f"{self._user_prefix}{username}"],
+                args=[self._session_prefix, self._idle_us, self._absolute_us],
+            )
+        except _BACKEND_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return int(ended)
+
+    async def purge_expired(self, limit: int = 10_000) -> int:
+        """Nothing to do: every key has a TTL, so Redis removes expired sessions itself."""
+        return 0
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except _BACKEND_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

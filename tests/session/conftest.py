@@ -1,0 +1,84 @@
+"""Fixtures for the session store tests.
+
+``store_harness`` is parametrized over every backend: a new backend joins the contract
+suite (test_contract.py) by adding one param here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from prodio.session import InMemorySessionStore, RedisSessionStore, SessionStore, SessionTimeouts
+from tests.redis_server import RedisServer
+
+# Short, so that the same tests hold for Redis's server-side TTLs in real time.
+CONTRACT_TIMEOUTS = SessionTimeouts(idle=0.4, absolute=1.0)
+# How long a test sleeps to be sure a timeout has passed.
+PAST_IDLE = CONTRACT_TIMEOUTS.idle + 0.1
+
+
+@dataclass
+class StoreHarness:
+    """A store under test plus what the contract needs to look behind its back."""
+
+    store: SessionStore
+    count_sessions: Callable[[], Awaitable[int]]
+    """How many session records the backend holds right now, live or not yet reclaimed."""
+    expires_by_itself: bool
+    """The backend drops expired sessions on its own, so ``purge_expired`` returns 0."""
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One test Redis for the whole run; tests that break a server start their own."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clean_redis(redis_server: RedisServer) -> RedisServer:
+    """The shared test Redis, emptied for this test."""
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server
+
+
+async def _memory_harness() -> AsyncIterator[StoreHarness]:
+    store = InMemorySessionStore(CONTRACT_TIMEOUTS)
+
+    async def count_sessions() -> int:
+        return len(store)
+
+    yield StoreHarness(store, count_sessions, expires_by_itself=False)
+    await store.aclose()
+
+
+async def _redis_harness(server: RedisServer) -> AsyncIterator[StoreHarness]:
+    store = RedisSessionStore.from_url(server.url, CONTRACT_TIMEOUTS, socket_timeout=5.0)
+
+    async def count_sessions() -> int:
+        with server.client() as client:
+            return sum(1 for _ in client.scan_iter(match="prodio:s:*"))
+
+    yield StoreHarness(store, count_sessions, expires_by_itself=True)
+    await store.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store_harness(request: pytest.FixtureRequest) -> AsyncIterator[StoreHarness]:
+    if request.param == "memory":
+        harness = _memory_harness()
+    else:
+        harness = _redis_harness(request.getfixturevalue("clean_redis"))
+    async for value in harness:
+        yield value
+
+
+@pytest.fixture
+def store(store_harness: StoreHarness) -> SessionStore:
+    return store_harness.store
