@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from prodio.middleware.logging import RequestLoggingMiddleware, SessionTagger
 
@@ -51,6 +51,7 @@ def _client() -> httpx.AsyncClient:
             Route("/crash", crash),
             Route("/stream", stream),
             Route("/crash-stream", crash_mid_stream),
+            Mount("/mounted", routes=[Route("/inner", ok)]),
             Route("/{p:path}", ok),
         ],
         middleware=[Middleware(RequestLoggingMiddleware, tagger=SessionTagger(SECRET))],
@@ -150,3 +151,12 @@ async def test_crash_after_response_started_is_logged_not_resent(
     assert response.status_code == 200
     [record] = _records(caplog)
     assert record.levelno == logging.ERROR
+
+
+@pytest.mark.anyio
+async def test_paths_of_mounted_apps_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with _client() as client:
+        await client.get("/mounted/inner")
+    [record] = _records(caplog)
+    assert vars(record)["path"] == "/mounted/inner"

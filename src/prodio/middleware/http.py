@@ -37,7 +37,8 @@ def is_page_load(scope: Scope) -> bool:
 
 
 def path_with_query(scope: Scope) -> str:
-    path = scope.get("root_path", "") + scope["path"]
+    # ASGI's path is the full path, root_path included; routers rewrite root_path later.
+    path = scope["path"]
     query = scope.get("query_string", b"").decode("latin-1")
     return f"{path}?{query}" if query else path
 

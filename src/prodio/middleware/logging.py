@@ -45,6 +45,8 @@ class RequestLoggingMiddleware:
             return
 
         started = time.perf_counter()
+        # Read now: Starlette's routers update the shared scope (root_path) on the way in.
+        path = escape_control(scope.get("path", ""))
         state = scope.setdefault("state", {})
         request_id = self._request_id(scope)
         state[STATE_REQUEST_ID] = request_id
@@ -61,7 +63,8 @@ class RequestLoggingMiddleware:
             await self.app(scope, receive, send_with_request_id)
         except Exception:
             logger.exception(
-                "unhandled error", extra=self._fields(scope, request_id, status or 500, started)
+                "unhandled error",
+                extra=self._fields(scope, path, request_id, status or 500, started),
             )
             if status != 0:
                 # Headers are out: the only honest signal left is to abort the connection.
@@ -75,7 +78,7 @@ class RequestLoggingMiddleware:
                 [(b"x-request-id", request_id.encode())],
             )
             return
-        logger.info("request", extra=self._fields(scope, request_id, status, started))
+        logger.info("request", extra=self._fields(scope, path, request_id, status, started))
 
     @staticmethod
     def _request_id(scope: Scope) -> str:
@@ -88,7 +91,7 @@ class RequestLoggingMiddleware:
         return uuid.uuid4().hex
 
     def _fields(
-        self, scope: Scope, request_id: str, status: int, started: float
+        self, scope: Scope, path: str, request_id: str, status: int, started: float
     ) -> dict[str, object]:
         state = scope.get("state", {})
         session_id = state.get("session_id")
@@ -96,7 +99,7 @@ class RequestLoggingMiddleware:
         return {
             "request_id": request_id,
             "method": scope.get("method", ""),
-            "path": escape_control(scope.get("root_path", "") + scope.get("path", "")),
+            "path": path,
             "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             "user": state.get("user") or "-",

@@ -1,0 +1,15 @@
+"""The home page: the Gradio app with the registered tabs, at ``PRODIO_MOUNT_PATH``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from prodio.config import Settings
+from prodio.pages.home import HomePage
+from prodio.session.base import SessionStore
+from prodio.ui.mount import mount_page
+
+
+def mount_home(app: FastAPI, settings: Settings, store: SessionStore) -> None:
+    """Mount the home page on ``app``; call it last, after all other routes."""
+    mount_page(app, settings, store, HomePage(), settings.mount_path)

@@ -1,0 +1,88 @@
+"""Mount a page's Gradio app on the FastAPI app, with production options."""
+
+from __future__ import annotations
+
+import gradio as gr
+from fastapi import FastAPI, Request
+
+from prodio.config import Settings
+from prodio.pages.base import Page, Tab
+from prodio.session.base import SessionStore
+from prodio.ui.app import build_blocks
+from prodio.ui.format import escape
+from prodio.ui.loop import call_with_running_loop
+from prodio.ui.paths import CSS_FILE, JS_FILE, asset_url
+from prodio.ui.state import UserState
+from prodio.ui.theme import prodio_theme
+
+
+def gradio_user(request: Request) -> str | None:
+    """Gradio's ``auth_dependency``: the user prodio's middleware authenticated, or None.
+
+    The middleware already refuses unauthenticated requests; this is defence in depth
+    (Gradio answers 401 itself when it is None) and makes ``gr.Request.username`` work.
+    """
+    user = getattr(request.state, "user", None)
+    return user if isinstance(user, str) and user else None
+
+
+def page_head(settings: Settings) -> str:
+    """What goes into the ``<head>`` of the Gradio page: stylesheet, icons, interceptor.
+
+    The stylesheet is linked rather than passed as Gradio ``css``: Gradio rewrites custom
+    CSS to scope it, which breaks the ``prefers-color-scheme`` rules the login page shares.
+    """
+    return "\n".join(
+        [
+            f'<link rel="stylesheet" href="{escape(asset_url(CSS_FILE))}">',
+            '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">',
+            '<link rel="alternate icon" href="/favicon.ico" sizes="32x32">',
+            f'<meta name="application-name" content="{escape(settings.app_name)}">',
+            f'<script src="{escape(asset_url(JS_FILE))}"></script>',
+        ]
+    )
+
+
+def footer_links(settings: Settings) -> list[str]:
+    """No footer, unless the API page is meant to be public."""
+    return ["api"] if settings.show_api else []
+
+
+def mount_page(
+    app: FastAPI, settings: Settings, store: SessionStore, page: Page, path: str
+) -> None:
+    """Build ``page`` and mount it at ``path`` with the production options.
+
+    Call it after every other route of ``app``: a Gradio app mounted at ``/`` answers
+    every path that no earlier route claimed.
+    """
+    tabs = page.tabs()
+    call_with_running_loop(lambda: _mount(app, settings, store, page.title, tabs, path))
+
+
+def _mount(
+    app: FastAPI,
+    settings: Settings,
+    store: SessionStore,
+    title: str,
+    tabs: list[Tab],
+    path: str,
+) -> None:
+    blocks = build_blocks(settings, UserState(store), tabs, title=title)
+    gr.mount_gradio_app(
+        app,
+        blocks,
+        path=path,
+        auth_dependency=gradio_user,
+        app_kwargs={"openapi_url": None, "docs_url": None, "redoc_url": None},
+        theme=prodio_theme(),
+        head=page_head(settings),
+        ssr_mode=False,
+        run_history=False,
+        show_error=False,
+        max_file_size=settings.max_file_size,
+        footer_links=footer_links(settings),
+        enable_monitoring=False,
+        mcp_server=False,
+        pwa=False,
+    )
