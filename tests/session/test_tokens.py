@@ -36,9 +36,15 @@ def _claims(**overrides: object) -> dict[str, object]:
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def _sign(claims: dict[str, object]) -> str:
+def _sign(claims: dict[str, object], headers: dict[str, object] | None = None) -> str:
     """Sign as the codec does, with its derived key, to test claim checks in isolation."""
-    return jwt.encode(claims, SessionTokenCodec(KEY)._key, algorithm="HS256")
+    codec = SessionTokenCodec(KEY)
+    return jwt.encode(
+        claims,
+        codec._current.key,
+        algorithm="HS256",
+        headers={"kid": codec.current_kid, **(headers or {})},
+    )
 
 
 def test_round_trip() -> None:
@@ -138,3 +144,79 @@ def test_cache_is_bounded() -> None:
     for token in tokens:
         codec.verify(token)
     assert len(codec._cache) == 3
+
+
+def test_sign_helper_matches_the_codec() -> None:
+    assert SessionTokenCodec(KEY).verify(_sign(_claims())).username == "alice"
+
+
+@pytest.mark.parametrize(
+    "extra_header",
+    [
+        {"crit": ["exp"]},
+        {"jku": "https://evil.example/keys"},
+        {"x5u": "https://evil.example/cert"},
+        {"jwk": {"kty": "oct", "k": "AAAA"}},
+        {"x5c": ["MIIB"]},
+        {"kid": "unknown-kid"},
+    ],
+)
+def test_header_tricks_are_refused(extra_header: dict[str, object]) -> None:
+    with pytest.raises(InvalidSessionToken):
+        SessionTokenCodec(KEY).verify(_sign(_claims(), extra_header))
+
+
+def test_non_string_kid_is_refused() -> None:
+    header = _b64({"alg": "HS256", "typ": "JWT", "kid": 5})
+    _, payload, signature = _sign(_claims()).split(".")
+    with pytest.raises(InvalidSessionToken):
+        SessionTokenCodec(KEY).verify(f"{header}.{payload}.{signature}")
+
+
+def test_token_without_kid_is_refused() -> None:
+    codec = SessionTokenCodec(KEY)
+    token = jwt.encode(_claims(), codec._current.key, algorithm="HS256")
+    with pytest.raises(InvalidSessionToken):
+        codec.verify(token)
+
+
+def test_attacker_supplied_jwk_is_never_used() -> None:
+    attacker_key = b"a" * 64
+    token = jwt.encode(
+        _claims(sub="admin"),
+        attacker_key,
+        algorithm="HS256",
+        headers={"jwk": {"kty": "oct", "k": base64.urlsafe_b64encode(attacker_key).decode()}},
+    )
+    with pytest.raises(InvalidSessionToken):
+        SessionTokenCodec(KEY).verify(token)
+
+
+def test_rotation_accepts_previous_key_during_overlap_only() -> None:
+    now = [time.time()]
+    old = SessionTokenCodec(OTHER_KEY, clock=lambda: now[0])
+    old_token = old.issue("alice", "sid-1", now[0] + 3600)
+    rotated = SessionTokenCodec(
+        KEY,
+        previous_keys=[OTHER_KEY],
+        previous_keys_valid_until=now[0] + 600,
+        clock=lambda: now[0],
+    )
+    assert rotated.verify(old_token).username == "alice"
+    new_token = rotated.issue("alice", "sid-2", now[0] + 3600)
+    assert jwt.get_unverified_header(new_token)["kid"] == rotated.current_kid
+    assert rotated.current_kid != old.current_kid
+    now[0] += 601
+    with pytest.raises(InvalidSessionToken, match="retired"):
+        rotated.verify(old_token)
+    assert rotated.verify(new_token).session_id == "sid-2"
+
+
+def test_previous_keys_need_an_end() -> None:
+    with pytest.raises(ValueError, match="until"):
+        SessionTokenCodec(KEY, previous_keys=[OTHER_KEY])
+
+
+def test_short_previous_key_refused() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        SessionTokenCodec(KEY, previous_keys=[b"short"], previous_keys_valid_until=0)
