@@ -128,7 +128,7 @@ class SessionTokenCodec:
                 return cached.claims
             del self._cache[token]
         claims, key = self._decode(token, now)
-        good_until = claims.expires_at + CLOCK_LEEWAY_SECONDS
+        good_until: float = claims.expires_at + CLOCK_LEEWAY_SECONDS
         if key.valid_until is not None:
             good_until = min(good_until, key.valid_until)
         self._cache[token] = _CachedClaims(claims, good_until)
@@ -143,7 +143,8 @@ class SessionTokenCodec:
             raise InvalidSessionToken("malformed header") from None
         if "crit" in header or not set(header) <= _KNOWN_HEADER_FIELDS:
             raise InvalidSessionToken("unsupported header fields")
-        key = self._keys.get(header.get("kid"))  # type: ignore[arg-type]
+        kid = header.get("kid")
+        key = self._keys.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise InvalidSessionToken("unknown key id")
         if key.valid_until is not None and now >= key.valid_until:
