@@ -76,8 +76,10 @@ def build_header(settings: Settings) -> Any:
     """
     with gr.Row(elem_id="prodio-header", elem_classes=["prodio-header"], equal_height=True):
         gr.HTML(
-            f'<a class="prodio-brand" href="{escape(home_href(settings))}">{LOGO_SVG}'
-            f"<span>{escape(settings.app_name)}</span></a>",
+            # The app name is the page's one <h1>: screen readers navigate by headings.
+            f'<h1 class="prodio-brand-heading"><a class="prodio-brand" '
+            f'href="{escape(home_href(settings))}">{LOGO_SVG}'
+            f"<span>{escape(settings.app_name)}</span></a></h1>",
             elem_classes=["prodio-header-brand"],
             container=False,
             padding=False,
