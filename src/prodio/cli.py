@@ -9,16 +9,22 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
+import io
 import os
 import secrets
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
 from typing import TextIO
 
 import anyio
 
 from prodio import __version__
+from prodio.cluster import MAX_INSTANCES, Cluster, ClusterError, MissingBinaryError
 from prodio.config import Settings, SettingsError, load_settings
 from prodio.session import SessionStore, SessionStoreUnavailable, build_session_store
 from prodio.users import (
@@ -145,6 +151,114 @@ def _serve(args: argparse.Namespace) -> int:
         from prodio.main import create_app
 
         run(create_app(settings))
+    return EXIT_OK
+
+
+# -- cluster --------------------------------------------------------------------------
+
+CLUSTER_WATCH_SECONDS = 0.5
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM stop the cluster the way Ctrl-C does."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Shield the shutdown: a second Ctrl-C must not leave children running."""
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _announce(cluster: Cluster, notes: str) -> None:
+    instances = " ".join(instance.address for instance in cluster.instances)
+    balancing = "sticky by session cookie" if cluster.sticky else "round-robin"
+    redis = (
+        f"its own Redis at {cluster.redis_url} (no persistence: sessions end with the cluster)"
+        if cluster.owns_redis
+        else "the Redis of PRODIO_REDIS_URL"
+    )
+    logs = f"logs in {cluster.run_dir}"
+    if cluster.log_dir is not None:
+        logs += f" (copied to {cluster.log_dir} when it stops)"
+    print(f"prodio cluster: {cluster.url}/", flush=True)
+    print(f"  nginx ({balancing}) -> {len(cluster.instances)} prodio instance(s): {instances}")
+    print(f"  sessions in {redis}")
+    print(f"  {logs}")
+    print("Press Ctrl-C to stop everything.", flush=True)
+    if notes:
+        print(notes, end="", file=sys.stderr, flush=True)
+
+
+def _watch(cluster: Cluster) -> None:
+    """Wait for Ctrl-C or SIGTERM; report instances that die, give up if nginx or Redis does."""
+    while True:
+        time.sleep(CLUSTER_WATCH_SECONDS)
+        problem = cluster.fatal_problem()
+        if problem is not None:
+            raise ClusterError(problem)
+        for instance in cluster.newly_dead_instances():
+            print(
+                f"{PROG}: warning: {instance.process.name} ({instance.address}) "
+                f"{instance.process.exit_description}; nginx sends its requests to the "
+                f"others (log: {instance.process.log_path})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    cluster = Cluster(
+        settings,
+        instances=args.instances,
+        port=args.port,
+        sticky=args.sticky,
+        log_dir=args.log_dir,
+    )
+    try:
+        cluster.check_prerequisites()
+    except MissingBinaryError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+    except ClusterError as error:
+        raise CliError(str(error)) from None
+    # Migrate the user database and make the first user once, before the instances start.
+    notes = io.StringIO()
+    prepare_serve(settings, stderr=notes)
+    print(
+        f"{PROG}: starting Redis, {args.instances} prodio instance(s) and nginx...",
+        file=sys.stderr,
+        flush=True,
+    )
+    with _sigterm_as_interrupt():
+        try:
+            cluster.start()
+            _announce(cluster, notes.getvalue())
+            _watch(cluster)
+        except KeyboardInterrupt:
+            print(f"{PROG}: stopping the cluster...", file=sys.stderr, flush=True)
+        except ClusterError as error:
+            if error.details:
+                print(error.details, file=sys.stderr)
+            raise CliError(str(error)) from None
+        finally:
+            with _signals_ignored():
+                cluster.stop()
     return EXIT_OK
 
 
@@ -308,6 +422,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _instance_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= count <= MAX_INSTANCES:
+        raise argparse.ArgumentTypeError(f"a cluster has 1 to {MAX_INSTANCES} instances")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``prodio`` command."""
     parser = argparse.ArgumentParser(
@@ -327,6 +451,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--reload", action="store_true", help="restart when source files change (development)"
     )
     serve.set_defaults(handler=_serve)
+
+    cluster = commands.add_parser(
+        "cluster",
+        help="try several instances behind nginx, on this machine",
+        description=(
+            "Start Redis (unless PRODIO_REDIS_URL is set), N prodio instances and nginx "
+            "on 127.0.0.1, all with the current settings; Ctrl-C stops everything. "
+            "Needs nginx and redis-server. See docs/deploy.md."
+        ),
+    )
+    cluster.add_argument(
+        "--instances",
+        type=_instance_count,
+        default=2,
+        metavar="N",
+        help="how many prodio instances (default: 2)",
+    )
+    cluster.add_argument(
+        "--port", type=_port, default=8080, help="nginx's port (default: 8080; 0: a free one)"
+    )
+    cluster.add_argument(
+        "--sticky",
+        action="store_true",
+        help="send each session to one instance (pages with queued or streaming events)",
+    )
+    cluster.add_argument(
+        "--log-dir", type=Path, metavar="DIR", help="keep a copy of every log there on exit"
+    )
+    cluster.set_defaults(handler=_cluster)
 
     users = commands.add_parser("users", help="manage user accounts")
     actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
