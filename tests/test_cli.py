@@ -680,6 +680,7 @@ def test_serve_runs_the_app_behind_the_configured_proxies(
                 "port": 8123,
                 "proxy_headers": True,
                 "forwarded_allow_ips": "10.0.0.1,10.0.0.2",
+                "timeout_graceful_shutdown": 5,
                 "access_log": False,
                 "log_config": None,
                 "server_header": False,
@@ -700,8 +701,10 @@ def test_serve_reload_hands_settings_to_the_factory(
             {
                 "host": "127.0.0.1",
                 "port": 8124,
-                "proxy_headers": True,
-                "forwarded_allow_ips": "127.0.0.1",
+                # No proxies listed: forwarded headers are believed from nobody.
+                "proxy_headers": False,
+                "forwarded_allow_ips": None,
+                "timeout_graceful_shutdown": 5,
                 "access_log": False,
                 "log_config": None,
                 "server_header": False,

@@ -115,6 +115,9 @@ def prepare_serve(
         )
 
 
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
 def _serve(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = {}
     if args.host is not None:
@@ -134,8 +137,13 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run,
         host=settings.host,
         port=settings.port,
-        proxy_headers=True,
-        forwarded_allow_ips=",".join(settings.trusted_proxies) or "127.0.0.1",
+        # Forwarded headers are believed only from the proxies the operator listed: with
+        # none listed, nobody can change the client address or scheme prodio sees.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+        # An open page holds a Gradio stream; without a bound, a rolling restart would wait
+        # for every browser to leave.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         access_log=False,
         log_config=None,
         server_header=False,
