@@ -89,3 +89,36 @@ def test_unwritable_data_dir_says_what_to_do(tmp_path: Path) -> None:
 
 def test_mount_path_is_normalized(tmp_path: Path) -> None:
     assert load_settings(data_dir=tmp_path, mount_path="/app/").mount_path == "/app"
+
+
+@pytest.mark.parametrize(
+    "raw", ['["10.0.0.1", "10.0.0.2"]', "10.0.0.1,10.0.0.2", " 10.0.0.1 , 10.0.0.2 "]
+)
+def test_trusted_proxies_from_json_or_commas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("PRODIO_TRUSTED_PROXIES", raw)
+    assert load_settings(data_dir=tmp_path).trusted_proxies == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_broken_json_list_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODIO_TRUSTED_PROXIES", '["10.0.0.1"')
+    with pytest.raises(SettingsError, match="PRODIO_TRUSTED_PROXIES"):
+        load_settings(data_dir=tmp_path)
+
+
+def test_previous_keys_need_an_end_and_a_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRODIO_PREVIOUS_SECRET_KEYS", "p" * 48)
+    with pytest.raises(SettingsError, match="PRODIO_PREVIOUS_SECRET_KEYS_UNTIL"):
+        load_settings(data_dir=tmp_path)
+    monkeypatch.setenv("PRODIO_PREVIOUS_SECRET_KEYS_UNTIL", "2026-12-01T18:00:00")
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.previous_secrets() == [b"p" * 48]
+    assert settings.previous_secret_keys_until is not None
+    assert settings.previous_secret_keys_until.utcoffset() is not None
+    assert "p" * 48 not in repr(settings)
+    monkeypatch.setenv("PRODIO_PREVIOUS_SECRET_KEYS", "short")
+    with pytest.raises(SettingsError, match="at least 32 bytes"):
+        load_settings(data_dir=tmp_path)

@@ -6,17 +6,20 @@ and injected from there; nothing here runs at import time.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
 SECRET_FILE_NAME = "secret_key"
+MAX_LOGIN_FAILURE_WINDOW = 30 * 24 * 60 * 60
 HOW_TO_MAKE_A_SECRET = (
     'make one with: python -c "import secrets; print(secrets.token_urlsafe(48))" '
     "and set it as PRODIO_SECRET_KEY"
@@ -44,6 +47,9 @@ class Settings(BaseSettings):
     env: Environment = Environment.DEV
     app_name: Annotated[str, Field(min_length=1, max_length=60)] = "prodio"
     secret_key: SecretStr | None = None
+    # Key rotation: tokens signed with these still verify until the moment below.
+    previous_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    previous_secret_keys_until: datetime | None = None
     data_dir: Path = Path("data")
     database_url: str | None = None
 
@@ -59,6 +65,13 @@ class Settings(BaseSettings):
     session_cleanup_interval: Annotated[float, Field(gt=0)] = 60.0
     # How stale an instance's view of an account (disabled, removed, new password) may be.
     account_recheck_interval: Annotated[float, Field(ge=0)] = 30.0
+    # Login throttling, kept in the session backend so that every instance shares it: after
+    # this many failed logins for one account (whatever the source) or from one client IP
+    # (whatever the account) within the window, further attempts are refused (429) until
+    # a whole window after the failure that reached the limit.
+    login_max_failures: Annotated[int, Field(ge=1)] = 5
+    login_max_failures_per_ip: Annotated[int, Field(ge=1)] = 50
+    login_failure_window: Annotated[float, Field(gt=0, le=MAX_LOGIN_FAILURE_WINDOW)] = 15 * 60.0
 
     cookie_secure: bool = False
     cookie_samesite: Literal["lax", "strict"] = "lax"
@@ -67,7 +80,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     mount_path: str = "/"
-    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -79,6 +92,27 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies", "previous_secret_keys", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        # From the environment: a JSON list, or the more usual comma-separated values.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError("is not a valid JSON list") from None
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("previous_secret_keys_until")
+    @classmethod
+    def _aware_until(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
     @field_validator("mount_path")
     @classmethod
@@ -105,6 +139,17 @@ class Settings(BaseSettings):
                     "PRODIO_COOKIE_SECURE must be true when PRODIO_ENV=prod "
                     "(serve over HTTPS, or behind a proxy that terminates TLS)"
                 )
+        for previous in self.previous_secret_keys:
+            if len(previous.get_secret_value().encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"each of PRODIO_PREVIOUS_SECRET_KEYS needs at least {MIN_SECRET_BYTES} bytes"
+                )
+        if self.previous_secret_keys and self.previous_secret_keys_until is None:
+            raise ValueError(
+                "PRODIO_PREVIOUS_SECRET_KEYS needs PRODIO_PREVIOUS_SECRET_KEYS_UNTIL: the moment "
+                "(ISO 8601, e.g. 2026-12-01T18:00:00Z) after which tokens signed with them are "
+                "refused; at least PRODIO_SESSION_ABSOLUTE_TIMEOUT after the rotation"
+            )
         if self.secret_key is not None:
             size = len(self.secret_key.get_secret_value().encode())
             if size < MIN_SECRET_BYTES:
@@ -123,6 +168,9 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'users.db').resolve()}"
+
+    def previous_secrets(self) -> list[bytes]:
+        return [key.get_secret_value().encode() for key in self.previous_secret_keys]
 
     def secret(self) -> bytes:
         """The signing key. Call :func:`with_dev_secret` first in dev mode."""

@@ -7,7 +7,9 @@ from fastapi import FastAPI
 from prodio.config import Settings, load_settings
 from prodio.lifespan import lifespan_for
 from prodio.middleware.auth import AuthMiddleware, PublicPaths, SessionAuthenticator
+from prodio.middleware.headers import SecurityHeadersMiddleware
 from prodio.middleware.logging import RequestLoggingMiddleware, SessionTagger
+from prodio.middleware.origin import OriginCheckMiddleware
 from prodio.middleware.session import SessionMiddleware
 from prodio.routes import api, health, login
 from prodio.routes.home import mount_home
@@ -32,9 +34,13 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.state.services = services
     for router in (health.router, login.router, api.router):
         app.include_router(router)
-    mount_static(app)
+    mount_static(app, app_name=settings.app_name)
 
-    # Added innermost first: a request passes logging -> session -> auth -> routes.
+    # Added innermost first: a request passes
+    # headers -> logging -> session -> auth -> origin -> routes.
+    # The origin check comes after auth: an anonymous request gets the same 401 whatever its
+    # origin, and a refusal is logged with the user it was made for.
+    app.add_middleware(OriginCheckMiddleware)
     app.add_middleware(
         AuthMiddleware,
         authenticator=SessionAuthenticator(
@@ -42,10 +48,25 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         ),
         public_paths=PUBLIC_PATHS,
     )
+    # One tagger: the audit log (through the session middleware) and the request log name a
+    # session by the same tag.
+    tagger = SessionTagger(settings.secret())
     app.add_middleware(
-        SessionMiddleware, store=services.sessions, codec=services.tokens, cookies=services.cookies
+        SessionMiddleware,
+        store=services.sessions,
+        codec=services.tokens,
+        cookies=services.cookies,
+        tagger=tagger,
     )
-    app.add_middleware(RequestLoggingMiddleware, tagger=SessionTagger(settings.secret()))
+    app.add_middleware(RequestLoggingMiddleware, tagger=tagger)
+    # Outermost: every response gets the headers, the logging middleware's 500 page too.
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        hsts=settings.cookie_secure,
+        prodio_pages={"/login", "/logout"},
+        # Gradio's build assets have content-hashed names and hold no user data.
+        cacheable_prefixes=(settings.mount_path.rstrip("/") + "/assets/",),
+    )
 
     # Last: Gradio mounted at "/" would otherwise shadow every route added after it.
     mount_home(app, settings, services.sessions)

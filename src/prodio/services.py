@@ -15,6 +15,8 @@ from prodio.config import Settings
 from prodio.routes.csrf import CsrfTokens
 from prodio.session import SessionStore, build_session_store
 from prodio.session.cookies import CookiePolicy
+from prodio.session.factory import build_login_throttle
+from prodio.session.throttle import LoginThrottle
 from prodio.session.tokens import SessionTokenCodec
 from prodio.users import build_user_store
 from prodio.users.authenticate import PasswordAuthenticator
@@ -28,6 +30,7 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 class Services:
     settings: Settings
     sessions: SessionStore
+    throttle: LoginThrottle
     users: UserStore
     tokens: SessionTokenCodec
     csrf: CsrfTokens
@@ -42,15 +45,31 @@ def build_services(
     sessions: SessionStore | None = None,
     users: UserStore | None = None,
     hasher: PasswordHasher | None = None,
+    throttle: LoginThrottle | None = None,
 ) -> Services:
-    """Build every service from ``settings``; tests may pass ready-made stores or a hasher."""
+    """Build every service from ``settings``; tests may pass ready-made stores, a hasher or
+    a throttle. The login throttle follows the session store: in Redis when the sessions
+    are, in this process otherwise."""
     secret = settings.secret()
     user_store = users if users is not None else build_user_store(settings)
+    session_store = sessions if sessions is not None else build_session_store(settings)
+    if throttle is None:
+        throttle = build_login_throttle(settings, session_store)
     return Services(
         settings=settings,
-        sessions=sessions if sessions is not None else build_session_store(settings),
+        sessions=session_store,
+        throttle=throttle,
         users=user_store,
-        tokens=SessionTokenCodec(secret, settings.jwt_algorithm),
+        tokens=SessionTokenCodec(
+            secret,
+            settings.jwt_algorithm,
+            previous_keys=settings.previous_secrets(),
+            previous_keys_valid_until=(
+                settings.previous_secret_keys_until.timestamp()
+                if settings.previous_secret_keys_until
+                else None
+            ),
+        ),
         csrf=CsrfTokens(secret),
         cookies=CookiePolicy.from_settings(settings),
         passwords=PasswordAuthenticator(user_store, hasher or PasswordHasher()),

@@ -16,6 +16,13 @@ from typing import Protocol
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from prodio.audit import (
+    EVENT_ACCESS_DENIED,
+    EVENT_SESSION_REVOKED,
+    FAILURE,
+    SUCCESS,
+    audit,
+)
 from prodio.middleware.http import is_page_load, login_url, send_error, send_json
 from prodio.middleware.session import STATE_SESSION, STATE_STORE_UNAVAILABLE
 from prodio.session.base import Session, SessionStore, SessionStoreUnavailable
@@ -59,11 +66,11 @@ class SessionAuthenticator:
         session: Session | None = scope.get("state", {}).get(STATE_SESSION)
         if session is None:
             return None
-        if not await self._account_is_active(session):
+        if not await self._account_is_active(session, scope):
             return None
         return AuthenticatedUser(session.username, session)
 
-    async def _account_is_active(self, session: Session) -> bool:
+    async def _account_is_active(self, session: Session, scope: Scope) -> bool:
         now = time.monotonic()
         checked_at = self._checked_at.get(session.username)
         if checked_at is not None and now - checked_at < self.recheck_interval:
@@ -76,9 +83,14 @@ class SessionAuthenticator:
         ):
             self._checked_at.pop(session.username, None)
             ended = await self.sessions.delete_user_sessions(session.username)
-            logger.info(
-                "sessions revoked: account disabled, removed or password changed",
-                extra={"user": session.username, "sessions_ended": ended},
+            audit(
+                EVENT_SESSION_REVOKED,
+                SUCCESS,
+                scope,
+                user=session.username,
+                session_id=session.id,
+                sessions_ended=ended,
+                reason="account disabled, removed or password changed",
             )
             return False
         if len(self._checked_at) > 100_000:
@@ -143,6 +155,7 @@ class AuthMiddleware:
             return
 
         if scope["type"] == "websocket":
+            audit(EVENT_ACCESS_DENIED, FAILURE, scope, status=1008, reason="not authenticated")
             await send({"type": "websocket.close", "code": 1008})
             return
         if state.get(STATE_STORE_UNAVAILABLE) or state.get(STATE_AUTH_UNAVAILABLE):
@@ -156,7 +169,18 @@ class AuthMiddleware:
             )
             return
         target = login_url(scope, self.login_path)
-        if is_page_load(scope):
+        page_load = is_page_load(scope)
+        audit(
+            EVENT_ACCESS_DENIED,
+            FAILURE,
+            scope,
+            method=scope.get("method", "-"),
+            status=303 if page_load else 401,
+            reason="not authenticated",
+            # A browser sent to the login page is everyday traffic; a refused API call less so.
+            level=logging.INFO if page_load else logging.WARNING,
+        )
+        if page_load:
             await send(
                 {
                     "type": "http.response.start",

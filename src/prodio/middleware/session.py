@@ -2,7 +2,10 @@
 
 Reads the session cookie, verifies its JWT, loads the session from the store (the store
 enforces the idle and absolute timeouts and moves ``last_seen``) and puts it on the request
-state. A cookie that no longer leads to a live session is expired in the response.
+state. A cookie that no longer leads to a live session is expired in the response, and
+audited: ``session.rejected`` for a token this server did not issue (or that expired),
+``session.expired`` for a genuine token whose session is gone (expired, logged out or
+revoked: the store cannot tell which).
 
 This middleware never refuses a request by itself: :mod:`prodio.middleware.auth`, inside it,
 decides what an anonymous request may reach. When the store cannot be reached it records
@@ -17,7 +20,15 @@ import logging
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from prodio.audit import (
+    EVENT_SESSION_EXPIRED,
+    EVENT_SESSION_REJECTED,
+    FAILURE,
+    STATE_SESSION_TAGGER,
+    audit,
+)
 from prodio.middleware.http import header
+from prodio.middleware.logging import SessionTagger
 from prodio.session.base import SessionStore, SessionStoreUnavailable
 from prodio.session.cookies import CookiePolicy, read_cookie
 from prodio.session.tokens import InvalidSessionToken, SessionTokenCodec
@@ -37,11 +48,14 @@ class SessionMiddleware:
         store: SessionStore,
         codec: SessionTokenCodec,
         cookies: CookiePolicy,
+        tagger: SessionTagger | None = None,
     ) -> None:
+        """``tagger`` (the request log's) lets the audit log name sessions by their tags."""
         self.app = app
         self.store = store
         self.codec = codec
         self.cookies = cookies
+        self.tagger = tagger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -49,6 +63,8 @@ class SessionMiddleware:
             return
 
         state = scope.setdefault("state", {})
+        if self.tagger is not None:
+            state[STATE_SESSION_TAGGER] = self.tagger
         token = read_cookie(header(scope, b"cookie") or "", self.cookies.session_cookie)
         if not token:
             await self.app(scope, receive, send)
@@ -58,7 +74,7 @@ class SessionMiddleware:
         try:
             claims = self.codec.verify(token)
         except InvalidSessionToken as exc:
-            logger.info("session cookie rejected", extra={"reason": str(exc)})
+            audit(EVENT_SESSION_REJECTED, FAILURE, scope, reason=str(exc))
             stale_cookie = True
         else:
             try:
@@ -71,6 +87,14 @@ class SessionMiddleware:
                 if session is None or session.username != claims.username:
                     # Logged out, revoked, expired or never ours: the same to the visitor.
                     stale_cookie = True
+                    audit(
+                        EVENT_SESSION_EXPIRED,
+                        FAILURE,
+                        scope,
+                        user=claims.username,
+                        session_id=claims.session_id,
+                        reason="no live session for this cookie (expired, ended or revoked)",
+                    )
                 else:
                     state[STATE_SESSION] = session
                     state[STATE_SESSION_ID] = session.id

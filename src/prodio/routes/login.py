@@ -1,8 +1,14 @@
-"""``/login`` and ``/logout``: the only routes that create or end a session."""
+"""``/login`` and ``/logout``: the only routes that create or end a session.
+
+A login attempt passes, in order: the form checks, the CSRF token and origin, the login
+throttle (a locked account or client gets 429 with ``Retry-After`` before any password is
+hashed), and only then the password check. Each outcome is an audit event.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,10 +18,25 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
+from prodio.audit import (
+    EVENT_CSRF_REJECTED,
+    EVENT_LOGIN,
+    EVENT_LOGIN_LOCKOUT,
+    EVENT_LOGOUT,
+    EVENT_SESSION_CREATED,
+    EVENT_SESSION_RENEWED,
+    FAILURE,
+    LOCKED,
+    SUCCESS,
+    UNAVAILABLE,
+    audit,
+    client_address,
+)
 from prodio.routes.csrf import CsrfTokens, is_same_origin_request
 from prodio.routes.deps import OptionalSessionDep, ServicesDep, SessionDep
 from prodio.services import Services
 from prodio.session.base import SessionStoreUnavailable
+from prodio.session.throttle import LoginAttempt, ThrottleUnavailable, account_key
 from prodio.users.base import UserStoreUnavailable
 
 logger = logging.getLogger("prodio.login")
@@ -27,6 +48,12 @@ MAX_NEXT_LENGTH = 2048
 GENERIC_LOGIN_ERROR = "Wrong user name or password."
 STALE_FORM_ERROR = "This form has expired or did not come from this site. Please try again."
 UNAVAILABLE_ERROR = "Sign-in is temporarily unavailable. Please try again in a moment."
+LOCKED_ERROR = (
+    "Too many failed sign-in attempts. For your security, sign-in is paused: "
+    "please try again in {wait}."
+)
+# What the audit log names a submitted name that cannot be an account.
+INVALID_NAME = "(invalid name)"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -68,15 +95,35 @@ def _text_field(form: FormData, name: str) -> str:
 
 
 def _render(
-    services: Services, request: Request, template: str, status: int, **context: Any
+    services: Services,
+    request: Request,
+    template: str,
+    status: int,
+    *,
+    headers: dict[str, str] | None = None,
+    **context: Any,
 ) -> Response:
     return services.templates.TemplateResponse(
         request,
         template,
         {"app_name": services.settings.app_name, **context},
         status_code=status,
-        headers=NO_STORE,
+        headers={**NO_STORE, **(headers or {})},
     )
+
+
+def _attempted_user(username: str) -> str:
+    """How the audit log names a submitted user name: normalized, or a placeholder."""
+    key = account_key(username)
+    return INVALID_NAME if key.startswith("#") else key
+
+
+def wait_text(seconds: int) -> str:
+    """``seconds`` as a person would say it: "40 seconds", "1 minute", "15 minutes"."""
+    if seconds < 60:
+        return "1 second" if seconds == 1 else f"{seconds} seconds"
+    minutes = math.ceil(seconds / 60)
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
 def _login_page(
@@ -87,6 +134,7 @@ def _login_page(
     error: str | None = None,
     next_path: str = "",
     username: str = "",
+    headers: dict[str, str] | None = None,
 ) -> Response:
     cookie_name = services.cookies.csrf_cookie
     nonce = request.cookies.get(cookie_name)
@@ -103,6 +151,7 @@ def _login_page(
         next=next_path,
         error=error,
         username=username,
+        headers=headers,
     )
     if fresh:
         response.headers.append("set-cookie", services.cookies.header(cookie_name, nonce))
@@ -123,6 +172,29 @@ async def login_form(
     return _login_page(services, request, next_path=safe_next(next, "") if next else "")
 
 
+def _unavailable_login_page(
+    services: Services, request: Request, *, next_path: str, username: str, reason: str
+) -> Response:
+    logger.error("login unavailable: %s", reason)
+    audit(EVENT_LOGIN, UNAVAILABLE, request, user=_attempted_user(username), reason=reason)
+    return _login_page(
+        services,
+        request,
+        status=503,
+        error=UNAVAILABLE_ERROR,
+        next_path=next_path,
+        username=username[:64],
+    )
+
+
+async def _abandon(services: Services, attempt: LoginAttempt) -> None:
+    try:
+        await services.throttle.abandon(attempt)
+    except ThrottleUnavailable:
+        # The attempt stays counted as a failure: the safe side to err on.
+        logger.warning("could not uncount an undecided login attempt")
+
+
 @router.post(LOGIN_PATH)
 async def login(request: Request, services: ServicesDep, session: OptionalSessionDep) -> Response:
     home = services.settings.mount_path
@@ -133,15 +205,23 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
         next_path = safe_next(_text_field(form, "next"), "")
         token = _text_field(form, "csrf_token")
     except BadForm as exc:
-        logger.info("login form rejected", extra={"reason": str(exc)})
+        audit(EVENT_LOGIN, FAILURE, request, reason=f"malformed form: {exc}")
         return _login_page(services, request, status=400, error=STALE_FORM_ERROR)
 
     nonce = request.cookies.get(services.cookies.csrf_cookie)
-    csrf_ok = CsrfTokens.is_cookie_value(nonce) and services.csrf.check(
+    token_ok = CsrfTokens.is_cookie_value(nonce) and services.csrf.check(
         token, CsrfTokens.anonymous_binding(nonce or "")
     )
-    if not (csrf_ok and is_same_origin_request(request)):
-        logger.warning("login refused: CSRF token or origin check failed")
+    origin_ok = is_same_origin_request(request)
+    if not (token_ok and origin_ok):
+        audit(
+            EVENT_CSRF_REJECTED,
+            FAILURE,
+            request,
+            user=_attempted_user(username),
+            status=403,
+            reason="bad CSRF token" if origin_ok else "cross-origin request",
+        )
         return _login_page(
             services,
             request,
@@ -151,20 +231,73 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
             username=username[:64],
         )
 
+    attempted_user = _attempted_user(username)
     try:
-        user = await services.passwords.authenticate(username, password)
-    except UserStoreUnavailable:
-        logger.error("login unavailable: user store unreachable")
+        attempt = await services.throttle.begin(username, client_address(request.scope))
+    except ThrottleUnavailable:
+        return _unavailable_login_page(
+            services,
+            request,
+            next_path=next_path,
+            username=username,
+            reason="login throttle backend unreachable",
+        )
+    if not attempt.allowed:
+        # Refused before the password is looked at: no hash is computed for a locked
+        # account, so a lock also stops the attacker from spending our CPU.
+        wait = attempt.retry_after_seconds
+        audit(
+            EVENT_LOGIN,
+            LOCKED,
+            request,
+            user=attempted_user,
+            locked_by=",".join(attempt.refused_by),
+            retry_after=wait,
+        )
         return _login_page(
             services,
             request,
-            status=503,
-            error=UNAVAILABLE_ERROR,
+            status=429,
+            error=LOCKED_ERROR.format(wait=wait_text(wait)),
             next_path=next_path,
             username=username[:64],
+            headers={"Retry-After": str(wait)},
+        )
+
+    try:
+        user = await services.passwords.authenticate(username, password)
+    except UserStoreUnavailable:
+        await _abandon(services, attempt)
+        return _unavailable_login_page(
+            services,
+            request,
+            next_path=next_path,
+            username=username,
+            reason="user store unreachable",
         )
     if user is None:
-        logger.info("login failed", extra={"user": username[:64]})
+        audit(
+            EVENT_LOGIN,
+            FAILURE,
+            request,
+            user=attempted_user,
+            reason="wrong user name or password, or account disabled",
+            account_failures=attempt.account_failures,
+            client_failures=attempt.client_failures,
+        )
+        limits = services.throttle.limits
+        for scope in attempt.locks:
+            audit(
+                EVENT_LOGIN_LOCKOUT,
+                LOCKED,
+                request,
+                user=attempted_user,
+                locked=scope,
+                failures=attempt.account_failures
+                if scope == "account"
+                else attempt.client_failures,
+                lock_seconds=limits.window,
+            )
         return _login_page(
             services,
             request,
@@ -175,25 +308,40 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
         )
 
     try:
+        await services.throttle.succeeded(attempt)
         if session is not None:
             # A new id on every login: a session id known before login is worthless after.
             await services.sessions.delete(session.id)
         new_session = await services.sessions.create(user.username)
-    except SessionStoreUnavailable:
-        logger.error("login unavailable: session store unreachable")
-        return _login_page(
+    except SessionStoreUnavailable as exc:
+        # ThrottleUnavailable is a SessionStoreUnavailable: the two share one backend.
+        what = "login throttle" if isinstance(exc, ThrottleUnavailable) else "session store"
+        return _unavailable_login_page(
             services,
             request,
-            status=503,
-            error=UNAVAILABLE_ERROR,
             next_path=next_path,
-            username=username[:64],
+            username=username,
+            reason=f"{what} unreachable",
         )
 
     jwt_token = services.tokens.issue(
         user.username, new_session.id, new_session.absolute_expires_at
     )
-    logger.info("login succeeded", extra={"user": user.username})
+    audit(EVENT_LOGIN, SUCCESS, request, user=user.username, session_id=new_session.id)
+    if session is None:
+        audit(
+            EVENT_SESSION_CREATED, SUCCESS, request, user=user.username, session_id=new_session.id
+        )
+    else:
+        audit(
+            EVENT_SESSION_RENEWED,
+            SUCCESS,
+            request,
+            user=user.username,
+            session_id=new_session.id,
+            previous_session_id=session.id,
+            previous_user=session.username,
+        )
     response = _redirect(next_path or home)
     cookies = services.cookies
     response.headers.append(
@@ -222,9 +370,15 @@ async def logout(request: Request, services: ServicesDep, session: SessionDep) -
     except BadForm:
         token = ""
     binding = CsrfTokens.session_binding(session.id)
-    if not (services.csrf.check(token, binding) and is_same_origin_request(request)):
-        logger.warning(
-            "logout refused: CSRF token or origin check failed", extra={"user": session.username}
+    token_ok = services.csrf.check(token, binding)
+    origin_ok = is_same_origin_request(request)
+    if not (token_ok and origin_ok):
+        audit(
+            EVENT_CSRF_REJECTED,
+            FAILURE,
+            request,
+            status=403,
+            reason="bad CSRF token" if origin_ok else "cross-origin request",
         )
         return _render(
             services,
@@ -239,6 +393,8 @@ async def logout(request: Request, services: ServicesDep, session: SessionDep) -
     try:
         await services.sessions.delete(session.id)
     except SessionStoreUnavailable:
+        logger.error("logout unavailable: session store unreachable")
+        audit(EVENT_LOGOUT, UNAVAILABLE, request, reason="session store unreachable")
         return _render(
             services,
             request,
@@ -248,7 +404,7 @@ async def logout(request: Request, services: ServicesDep, session: SessionDep) -
             title="Service unavailable",
             message=UNAVAILABLE_ERROR,
         )
-    logger.info("logout", extra={"user": session.username})
+    audit(EVENT_LOGOUT, SUCCESS, request)
     response = _redirect(LOGIN_PATH)
     response.headers.append(
         "set-cookie", services.cookies.expired_header(services.cookies.session_cookie)

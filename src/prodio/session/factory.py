@@ -1,4 +1,4 @@
-"""Build the session store that the settings ask for."""
+"""Build the session store that the settings ask for, and the login throttle beside it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,12 @@ from prodio.config import Settings, SettingsError
 from prodio.session.base import SessionStore, SessionTimeouts
 from prodio.session.memory import InMemorySessionStore
 from prodio.session.redis import RedisSessionStore
+from prodio.session.throttle import (
+    InMemoryLoginThrottle,
+    LoginThrottle,
+    RedisLoginThrottle,
+    ThrottleLimits,
+)
 
 
 def session_timeouts(settings: Settings) -> SessionTimeouts:
@@ -53,3 +59,36 @@ def build_session_store(settings: Settings) -> SessionStore:
         f"invalid configuration: PRODIO_SESSION_BACKEND={settings.session_backend!r} is not "
         "one of: memory, redis"
     )
+
+
+def throttle_limits(settings: Settings) -> ThrottleLimits:
+    """The login throttle's limits from the settings."""
+    try:
+        return ThrottleLimits(
+            max_failures=settings.login_max_failures,
+            max_failures_per_client=settings.login_max_failures_per_ip,
+            window=settings.login_failure_window,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"invalid configuration: PRODIO_LOGIN_*: {exc}") from None
+
+
+def build_login_throttle(settings: Settings, sessions: SessionStore) -> LoginThrottle:
+    """The login throttle, kept where the sessions are kept.
+
+    With a :class:`RedisSessionStore` (``PRODIO_SESSION_BACKEND=redis``) the counters are
+    Redis keys that every instance shares, reached through the store's own connection pool
+    (the store closes it); with any other store they live in this process. Either way the
+    backend is the one ``PRODIO_SESSION_BACKEND`` chose, so there is nothing more to set.
+    """
+    limits = throttle_limits(settings)
+    if isinstance(sessions, RedisSessionStore):
+        # One pool for sessions and counters. The store keeps its client to itself; it is
+        # read here, in the one place that assembles the two, rather than opening a second
+        # pool that nothing would close.
+        return RedisLoginThrottle(
+            sessions.client,
+            limits,
+            key_prefix=settings.redis_key_prefix,
+        )
+    return InMemoryLoginThrottle(limits)

@@ -277,6 +277,14 @@ class RedisSessionStore:
         self._delete = client.register_script(_DELETE)
         self._delete_user = client.register_script(_DELETE_USER)
 
+    @property
+    def client(self) -> Redis:
+        """The pooled client, for other features kept in the same Redis (login throttling).
+
+        The store owns it: :meth:`aclose` closes it.
+        """
+        return self._client
+
     @classmethod
     def from_url(
         cls,

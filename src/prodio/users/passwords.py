@@ -8,10 +8,12 @@ logins queues up instead of exhausting memory, threads or the event loop.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import threading
 import unicodedata
+from importlib import resources
 
 import anyio
 import anyio.to_thread
@@ -29,6 +31,7 @@ DEFAULT_PARALLELISM = 1
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
+COMMON_PASSWORDS_FILE = "common_passwords.txt"
 
 
 class PasswordPolicyError(UserError):
@@ -45,11 +48,32 @@ def normalize_password(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
-def check_password_policy(password: str) -> None:
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The bundled list of common passwords, lower case; read from the package on first use.
+
+    ``common_passwords.txt`` starts with a header (source and licence) that ends at the
+    first empty line; every line after it is one password.
+    """
+    text = resources.files("prodio.users").joinpath(COMMON_PASSWORDS_FILE).read_text("utf-8")
+    _header, separator, body = text.partition("\n\n")
+    if not separator:
+        raise RuntimeError(f"{COMMON_PASSWORDS_FILE} has no header separator")
+    return frozenset(line for line in body.splitlines() if line)
+
+
+def _comparable(text: str) -> str:
+    # The list is lower case; surrounding spaces do not make a common password safe.
+    return normalize_password(text).strip().lower()
+
+
+def check_password_policy(password: str, *, username: str | None = None) -> None:
     """Raise :class:`PasswordPolicyError` unless the password may be set.
 
     Only the length counts (NIST SP 800-63B): no composition rules, and no truncation,
-    since argon2 hashes the whole input.
+    since argon2 hashes the whole input. On top of that, a password on the bundled list of
+    common passwords is refused, and so is the user's own name when ``username`` is given
+    (both compared without regard to case or surrounding spaces).
     """
     length = len(normalize_password(password))
     if not MIN_PASSWORD_LENGTH <= length <= MAX_PASSWORD_LENGTH:
@@ -58,8 +82,17 @@ def check_password_policy(password: str) -> None:
             f"long (this one has {length}); any characters are allowed, and a passphrase "
             "of several words is a good choice"
         )
-    # A check against a list of common or breached passwords belongs here, after the
-    # length rule, raising PasswordPolicyError too.
+    candidate = _comparable(password)
+    if username is not None and candidate == _comparable(username):
+        raise PasswordPolicyError(
+            "a password must not be the user name; a passphrase of several words is a good choice"
+        )
+    if candidate in common_passwords():
+        raise PasswordPolicyError(
+            "this password is on a list of the most common passwords, which attackers try "
+            "first; choose another one (a passphrase of several unrelated words is a good "
+            "choice)"
+        )
 
 
 class PasswordHasher:
@@ -92,9 +125,12 @@ class PasswordHasher:
         """``(time_cost, memory_cost_kib, parallelism)`` of new hashes."""
         return (self._argon2.time_cost, self._argon2.memory_cost, self._argon2.parallelism)
 
-    def hash(self, password: str) -> str:
-        """Check the policy (raising :class:`PasswordPolicyError`), then hash."""
-        check_password_policy(password)
+    def hash(self, password: str, *, username: str | None = None) -> str:
+        """Check the policy (raising :class:`PasswordPolicyError`), then hash.
+
+        Pass ``username`` to refuse the user's own name as the password.
+        """
+        check_password_policy(password, username=username)
         return self.rehash(password)
 
     def rehash(self, password: str) -> str:
@@ -135,9 +171,11 @@ class PasswordHasher:
         except ValueError:
             return True
 
-    async def ahash(self, password: str) -> str:
+    async def ahash(self, password: str, *, username: str | None = None) -> str:
         """:meth:`hash` in a worker thread."""
-        return await anyio.to_thread.run_sync(self.hash, password, limiter=self.limiter)
+        return await anyio.to_thread.run_sync(
+            functools.partial(self.hash, password, username=username), limiter=self.limiter
+        )
 
     async def averify(self, password_hash: str | None, password: str) -> bool:
         """:meth:`verify` in a worker thread."""

@@ -1,0 +1,170 @@
+"""Common passwords and the user's own name are refused, by the policy and by the CLI."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from prodio import cli
+from prodio.users import PasswordPolicyError, SqlUserStore, check_password_policy
+from prodio.users.passwords import MIN_PASSWORD_LENGTH, common_passwords
+from tests.users.support import cheap_hasher
+
+GOOD = "correct horse battery staple"
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "password1",
+        "Password1",
+        "PASSWORD123",
+        "  qwerty123  ",
+        "1q2w3e4r5t",
+        "iloveyou",
+        "#1stunna",  # entries may start with "#", like the file's header lines
+        # Full-width letters and digit: the same password after NFKC.
+        "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44\uff11",
+    ],
+)
+def test_common_passwords_are_refused(password: str) -> None:
+    with pytest.raises(PasswordPolicyError) as caught:
+        check_password_policy(password)
+    assert "most common passwords" in str(caught.value)
+    with pytest.raises(PasswordPolicyError):
+        cheap_hasher().hash(password)
+
+
+@pytest.mark.parametrize("password", [GOOD, "password1 but longer", "kzkzkzkz"])
+def test_uncommon_passwords_pass(password: str) -> None:
+    check_password_policy(password)
+    check_password_policy(password, username="alice")
+
+
+def test_the_length_rule_comes_first() -> None:
+    with pytest.raises(PasswordPolicyError, match="8 to 1024 characters"):
+        check_password_policy("123456")
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        ("alice.smith", "alice.smith"),
+        ("alice.smith", "Alice.Smith"),
+        ("bobby-tables", " BOBBY-TABLES "),
+    ],
+)
+def test_the_user_name_is_refused_as_password(username: str, password: str) -> None:
+    check_password_policy(password)  # fine on its own: not a common password
+    with pytest.raises(PasswordPolicyError, match="must not be the user name"):
+        check_password_policy(password, username=username)
+    with pytest.raises(PasswordPolicyError, match="must not be the user name"):
+        cheap_hasher().hash(password, username=username)
+
+
+def test_the_list_is_the_bundled_one_loaded_once() -> None:
+    passwords = common_passwords()
+    assert common_passwords() is passwords
+    assert len(passwords) >= 10_000
+    assert {"password", "123456", "qwerty", "iloveyou"} <= passwords
+    assert all(entry == entry.lower() and entry.strip() == entry for entry in passwords)
+    # The header (source and licence) is not read as passwords.
+    assert not [entry for entry in passwords if entry.startswith("# ") or entry == "#"]
+    # Most entries are shorter than the minimum, but thousands are long enough to matter.
+    assert sum(1 for entry in passwords if len(entry) >= MIN_PASSWORD_LENGTH) > 3_000
+
+
+def test_a_list_without_its_header_separator_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import prodio.users.passwords as passwords_module
+
+    broken = tmp_path / "prodio_users"
+    broken.mkdir()
+    (broken / passwords_module.COMMON_PASSWORDS_FILE).write_text("# header\npassword\n")
+
+    class Folder:
+        def joinpath(self, name: str) -> Path:
+            return broken / name
+
+    monkeypatch.setattr(passwords_module.resources, "files", lambda _package: Folder())
+    passwords_module.common_passwords.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="no header separator"):
+            passwords_module.common_passwords()
+    finally:
+        monkeypatch.undo()
+        passwords_module.common_passwords.cache_clear()
+    assert "password" in passwords_module.common_passwords()
+
+
+# -- through the CLI --------------------------------------------------------------------
+
+
+@pytest.fixture
+def users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqlUserStore]:
+    for name in list(os.environ):
+        if name.startswith("PRODIO_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRODIO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(cli, "_new_password_hasher", cheap_hasher)
+    store = SqlUserStore(f"sqlite:///{tmp_path / 'data' / 'users.db'}")
+    store.migrate()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def stdin(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    def feed(text: str) -> None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+
+    return feed
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_add_refuses_a_common_password(
+    users: SqlUserStore, stdin: Callable[[str], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin("Password123\n")
+    code, out, err = run(capsys, "users", "add", "alice", "--password-stdin")
+    assert (code, out) == (1, "")
+    [line] = err.strip().splitlines()
+    assert line.startswith("prodio: error: ")
+    assert "most common passwords" in line
+    assert "Password123" not in err
+    assert users.count() == 0
+
+
+def test_cli_set_password_refuses_a_common_password(
+    users: SqlUserStore, stdin: Callable[[str], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    users.add("alice", cheap_hasher().hash(GOOD))
+    stdin("qwertyuiop\n")
+    code, _, err = run(capsys, "users", "set-password", "alice", "--password-stdin")
+    assert code == 1
+    assert "most common passwords" in err
+    alice = users.get("alice")
+    assert alice is not None
+    assert cheap_hasher().verify(alice.password_hash, GOOD)
+
+
+def test_cli_add_accepts_an_uncommon_password(
+    users: SqlUserStore, stdin: Callable[[str], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin(GOOD + "\n")
+    assert run(capsys, "users", "add", "alice", "--password-stdin")[0] == 0
+    assert users.get("alice") is not None
