@@ -471,3 +471,11 @@ async def test_store_outage_fails_closed(tmp_path: Path) -> None:
         store.down = False
         assert (await env.client.get("/api/session", headers=FETCH)).status_code == 200
         assert (await env.client.get("/readyz")).status_code == 200
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["/login", "/healthz", "/readyz"])
+async def test_head_is_answered_like_get_without_a_body(env: AppUnderTest, path: str) -> None:
+    response = await env.client.head(path)
+    assert response.status_code == 200
+    assert response.content == b""

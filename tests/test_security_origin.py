@@ -204,10 +204,10 @@ async def test_a_cross_site_form_post_gets_a_page(env: AppUnderTest) -> None:
 async def test_a_refusal_is_logged(
     env: AppUnderTest, user: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="prodio.origin"):
+    with caplog.at_level(logging.WARNING, logger="prodio.audit"):
         await env.client.post("/gradio_api/upload", headers=CROSS_SITE, content=b"")
-    [record] = [r for r in caplog.records if r.name == "prodio.origin"]
-    assert record.getMessage() == REFUSED_DETAIL
+    [record] = [r for r in caplog.records if r.name == "prodio.audit"]
+    assert vars(record)["event"] == "origin.rejected"
     assert vars(record)["user"] == user
     assert vars(record)["origin"] == "http://evil.example"
     assert vars(record)["path"] == "/gradio_api/upload"

@@ -168,3 +168,24 @@ def test_cli_add_accepts_an_uncommon_password(
     stdin(GOOD + "\n")
     assert run(capsys, "users", "add", "alice", "--password-stdin")[0] == 0
     assert users.get("alice") is not None
+
+
+@pytest.mark.parametrize("command", ["add", "set-password"])
+def test_cli_refuses_the_user_name_as_password(
+    users: SqlUserStore,
+    stdin: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    if command == "set-password":
+        users.add("margaretha", cheap_hasher().hash(GOOD))
+    stdin("Margaretha\n")
+    code, _, err = run(capsys, "users", command, "margaretha", "--password-stdin")
+    assert code == 1
+    assert err.startswith("prodio: error: ")
+    stored = users.get("margaretha")
+    if command == "add":
+        assert stored is None
+    else:
+        assert stored is not None
+        assert cheap_hasher().verify(stored.password_hash, GOOD)

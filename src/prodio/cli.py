@@ -349,7 +349,8 @@ def _users_add(args: argparse.Namespace) -> int:
     with _user_store(settings) as store:
         if store.get(name) is not None:
             raise UserExists(f"user {name} already exists")
-        password_hash = _new_password_hasher().hash(_read_new_password(name, args.password_stdin))
+        password = _read_new_password(name, args.password_stdin)
+        password_hash = _new_password_hasher().hash(password, username=name)
         store.add(name, password_hash)
     print(f"added user {name}")
     return EXIT_OK
@@ -391,7 +392,8 @@ def _users_set_password(args: argparse.Namespace) -> int:
     name = normalize_username(args.name)
     with _user_store(settings) as store:
         _require_user(store, name)
-        password_hash = _new_password_hasher().hash(_read_new_password(name, args.password_stdin))
+        password = _read_new_password(name, args.password_stdin)
+        password_hash = _new_password_hasher().hash(password, username=name)
         store.set_password_hash(name, password_hash)
     print(f"changed the password of {name}")
     _revoke_sessions(settings, name)

@@ -23,30 +23,19 @@ foreign or ``null`` origin unable to read any response, whatever Gradio does.
 
 from __future__ import annotations
 
-import logging
-
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prodio.logs import escape_control
-from prodio.middleware.http import header, is_page_load, send_error, send_json
+from prodio.audit import audit_origin_refused
+from prodio.middleware.http import is_page_load, send_error, send_json
 from prodio.routes.csrf import is_same_origin_request
-
-logger = logging.getLogger("prodio.origin")
 
 STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REFUSED_DETAIL = "cross-origin request refused"
 # Enough to recognise an origin in a log line; an attacker's header is not stored whole.
-_MAX_LOGGED_HEADER = 200
 _CORS_RESPONSE_PREFIX = b"access-control-"
 # A page at http(s)://host opens ws(s)://host: the same origin for this check.
 _PAGE_SCHEME_OF_SOCKET = {"ws": "http", "wss": "https"}
-
-
-def _logged(value: str | None) -> str:
-    if value is None:
-        return "-"
-    return escape_control(value[:_MAX_LOGGED_HEADER])
 
 
 class OriginCheckMiddleware:
@@ -65,35 +54,20 @@ class OriginCheckMiddleware:
             # Browsers send cookies and Origin on a WebSocket handshake but never a preflight:
             # without this, any site could open a socket as the signed-in user.
             if not same_origin:
-                self._log_refusal(scope)
+                audit_origin_refused(scope)
                 await send({"type": "websocket.close", "code": 1008})
                 return
             await self.app(scope, receive, send)
             return
 
         if scope["method"] in STATE_CHANGING_METHODS and not same_origin:
-            self._log_refusal(scope)
+            audit_origin_refused(scope)
             await self._refuse(scope, send)
             return
         if same_origin:
             await self.app(scope, receive, send)
             return
         await self.app(scope, receive, _without_cors_headers(send))
-
-    @staticmethod
-    def _log_refusal(scope: Scope) -> None:
-        state = scope.get("state", {})
-        logger.warning(
-            REFUSED_DETAIL,
-            extra={
-                "method": _logged(scope.get("method", "WEBSOCKET")),
-                "path": _logged(scope.get("root_path", "") + scope.get("path", "")),
-                "origin": _logged(header(scope, b"origin")),
-                "fetch_site": _logged(header(scope, b"sec-fetch-site")),
-                "user": state.get("user") or "-",
-                "request_id": state.get("request_id") or "-",
-            },
-        )
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send) -> None:

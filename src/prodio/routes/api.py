@@ -18,7 +18,7 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-@router.get("/session")
+@router.api_route("/session", methods=["GET", "HEAD"])
 async def session_info(session: SessionDep, services: ServicesDep) -> JSONResponse:
     """Reading it counts as activity: the idle timer restarts (the "stay signed in" action)."""
     body: dict[str, Any] = {

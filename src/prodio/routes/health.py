@@ -20,12 +20,12 @@ READINESS_TIMEOUT_SECONDS = 3.0
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-@router.get("/healthz")
+@router.api_route("/healthz", methods=["GET", "HEAD"])
 async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"}, headers=NO_STORE)
 
 
-@router.get("/readyz")
+@router.api_route("/readyz", methods=["GET", "HEAD"])
 async def readyz(services: ServicesDep) -> JSONResponse:
     checks: dict[str, str] = {}
     with anyio.move_on_after(READINESS_TIMEOUT_SECONDS):

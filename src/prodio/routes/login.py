@@ -162,7 +162,7 @@ def _redirect(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303, headers=NO_STORE)
 
 
-@router.get(LOGIN_PATH)
+@router.api_route(LOGIN_PATH, methods=["GET", "HEAD"])
 async def login_form(
     request: Request, services: ServicesDep, session: OptionalSessionDep, next: str = ""
 ) -> Response:
@@ -356,7 +356,7 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
     return response
 
 
-@router.get(LOGOUT_PATH)
+@router.api_route(LOGOUT_PATH, methods=["GET", "HEAD"])
 async def logout_form(request: Request, services: ServicesDep, session: SessionDep) -> Response:
     token = services.csrf.issue(CsrfTokens.session_binding(session.id))
     return _render(services, request, "logout.html", 200, csrf_token=token, user=session.username)
