@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from prodio.cluster import Cluster, ClusterError
+from prodio.config import Settings
+from tests.cluster.support import add_users
 from tests.conftest import require_binary
 from tests.e2e.helpers import (
     ALICE,
@@ -23,6 +28,7 @@ from tests.e2e.helpers import (
     BOB,
     CAROL,
     CHROMIUM_ARGS,
+    SECRET_KEY,
     SHORT_IDLE_TIMEOUT,
     UI_TIMEOUT_MS,
     VIEWPORT,
@@ -177,3 +183,64 @@ def new_context(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Ne
 def page(new_context: NewContext, prodio_server: ProdioServer) -> Page:
     """A page in a fresh context (no cookies) on the main server."""
     return new_context(prodio_server).new_page()
+
+
+# -- the multi-instance case: Redis, two prodio instances, nginx ------------------------
+
+CLUSTER_ACCOUNTS = (ALICE,)
+CLUSTER_LOG_DIR = ARTIFACTS_DIR / "cluster"
+
+
+@dataclass(frozen=True)
+class ClusterSite:
+    """A running :class:`~prodio.cluster.Cluster`, as the site a browser opens: nginx.
+
+    ``new_context(site)`` makes contexts whose relative URLs go to nginx.
+    """
+
+    cluster: Cluster
+    name: str = "cluster"
+
+    @property
+    def base_url(self) -> str:
+        return self.cluster.url
+
+
+@pytest.fixture
+def cluster_site(
+    server_pool: ServerPool, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClusterSite]:
+    """Redis + two ``prodio serve`` instances + nginx round-robin (``X-Upstream`` on), all
+    on 127.0.0.1; user alice. One per test: a test may kill an instance.
+
+    It asks for ``server_pool`` so that the pool's clean-up of old screenshots runs before
+    this test can save one, not after. The logs of every process are copied to
+    ``test-artifacts/e2e/cluster/`` when it stops.
+    """
+    require_binary("redis-server")
+    require_binary("nginx")
+    # Let the pool's servers finish starting first. Four processes importing Gradio at once
+    # starve a small CI machine: an instance whose event loop stalls past the Redis socket
+    # timeout answers 503 to a request that was fine.
+    for name in list(server_pool.servers):
+        server_pool.ready(name)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=tmp_path_factory.mktemp("prodio-e2e-cluster"),
+        secret_key=SECRET_KEY,
+        # The test finds each request in the log of the instance that served it.
+        log_format="json",
+    )
+    add_users(settings, {account.name: account.password for account in CLUSTER_ACCOUNTS})
+    cluster = Cluster(settings, instances=2, port=0, upstream_header=True, log_dir=CLUSTER_LOG_DIR)
+    try:
+        # In a thread of its own: start() checks Redis with anyio.run, and this thread may
+        # be running the sync Playwright API's event loop already.
+        with ThreadPoolExecutor(max_workers=1) as starter:
+            starter.submit(cluster.start).result()
+    except ClusterError as error:
+        pytest.fail(f"the cluster did not start: {error}\n{error.details}")
+    try:
+        yield ClusterSite(cluster)
+    finally:
+        cluster.stop()
