@@ -10,6 +10,12 @@ Never the shared Redis on 6379. Tests may kill, pause and restart it at will::
     server.pause()     # SIGSTOP: connections stay open, nothing answers
     server.resume()
     server.stop()
+
+Redis Sentinel too: a replica is a ``RedisServer`` with ``extra_args=["--replicaof",
+"127.0.0.1", str(master.port)]``, and a :class:`SentinelServer` monitors a master::
+
+    sentinel = SentinelServer(tmp_path / "sentinel", master_port=master.port)
+    sentinel.start()   # sentinel.address, sentinel.client(), sentinel.master_address()
 """
 
 from __future__ import annotations
@@ -125,21 +131,24 @@ class RedisServer:
             }
         else:
             options["port"] = str(self.port)
-        arguments = [item for name, value in options.items() for item in (f"--{name}", value)]
         self._process = subprocess.Popen(
-            [self.binary, *arguments, *self.extra_args],
+            self._command(options),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         self._wait_until_ready()
 
+    def _command(self, options: dict[str, str]) -> list[str]:
+        arguments = [item for name, value in options.items() for item in (f"--{name}", value)]
+        return [self.binary, *arguments, *self.extra_args]
+
     def _wait_until_ready(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited at start:\n{self._log_tail()}")
+                raise RuntimeError(f"{self.binary} exited at start:\n{self._log_tail()}")
             try:
                 if self._answers_ping():
                     return
@@ -223,3 +232,89 @@ class RedisServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class SentinelServer(RedisServer):
+    """One Redis Sentinel (``redis-server <conf> --sentinel``) monitoring one master.
+
+    ``quorum`` 1 and a short ``down_after_ms`` so that this Sentinel alone declares the
+    master down and promotes a replica within a few seconds of the master dying.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        master_port: int,
+        service: str = "mymaster",
+        down_after_ms: int = 500,
+        failover_timeout_ms: int = 5000,
+        master_password: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        super().__init__(directory)
+        self.master_port = master_port
+        self.service = service
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.master_password = master_password
+        self.password = password
+        self.config_path = directory / "sentinel.conf"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def _command(self, options: dict[str, str]) -> list[str]:
+        # Sentinel rewrites its configuration file (with what it learns: replicas, the new
+        # master after a failover), so it must be a file of its own, written afresh at each
+        # start. It has no unix socket.
+        del options["unixsocket"], options["unixsocketperm"], options["save"]
+        del options["appendonly"]
+        lines = [f"{name} {value}" for name, value in options.items() if value]
+        service = self.service
+        lines += [
+            f"sentinel monitor {service} 127.0.0.1 {self.master_port} 1",
+            f"sentinel down-after-milliseconds {service} {self.down_after_ms}",
+            f"sentinel failover-timeout {service} {self.failover_timeout_ms}",
+            f"sentinel parallel-syncs {service} 1",
+        ]
+        if self.master_password is not None:
+            lines.append(f"sentinel auth-pass {service} {self.master_password}")
+        if self.password is not None:
+            lines.append(f"requirepass {self.password}")
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return [self.binary, str(self.config_path), "--sentinel"]
+
+    def client(self, password: str | None = None) -> redis.Redis:
+        """A synchronous client to this Sentinel (its own password unless one is given)."""
+        return redis.Redis(
+            port=self.port,
+            password=self.password if password is None else password,
+            decode_responses=True,
+            socket_timeout=5,
+        )
+
+    def master_address(self) -> tuple[str, int]:
+        """Where this Sentinel says the master is now."""
+        with self.client() as client:
+            host, port = client.sentinel_get_master_addr_by_name(self.service)
+        return str(host), int(port)
+
+    def known_replicas(self) -> list[int]:
+        """The ports of the replicas this Sentinel could promote right now.
+
+        Up, linked to the master, and already answered this Sentinel's own INFO (a replica
+        it has only heard of from the master is no candidate: NOGOODSLAVE).
+        """
+        with self.client() as client:
+            replicas = client.sentinel_slaves(self.service)
+        return [
+            int(replica["port"])
+            for replica in replicas
+            if not replica["is_sdown"]
+            and not replica["is_odown"]
+            and replica.get("master-link-status") == "ok"
+            and replica.get("role-reported") == "slave"
+            and replica["info-refresh"] < 5000
+        ]

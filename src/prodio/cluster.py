@@ -478,8 +478,8 @@ class Cluster:
 
     @property
     def owns_redis(self) -> bool:
-        """Whether the cluster runs a Redis of its own (no ``PRODIO_REDIS_URL`` given)."""
-        return self.settings.redis_url is None
+        """Whether the cluster runs a Redis of its own (neither a URL nor Sentinels given)."""
+        return self.settings.redis_url is None and not self.settings.redis_sentinels
 
     @property
     def url(self) -> str:

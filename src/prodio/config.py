@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -20,6 +22,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 MIN_SECRET_BYTES = 32
 SECRET_FILE_NAME = "secret_key"
 MAX_LOGIN_FAILURE_WINDOW = 30 * 24 * 60 * 60
+SENTINEL_ADDRESS_EXAMPLE = "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"
+_IPV6_FIRST = re.compile(r"\s*\[\s*[0-9A-Fa-f:]")
 HOW_TO_MAKE_A_SECRET = (
     'make one with: python -c "import secrets; print(secrets.token_urlsafe(48))" '
     "and set it as PRODIO_SECRET_KEY"
@@ -60,6 +64,12 @@ class Settings(BaseSettings):
     redis_max_connections: Annotated[int, Field(ge=1)] = 50
     redis_health_check_interval: Annotated[int, Field(ge=0)] = 30
     redis_key_prefix: Annotated[str, Field(min_length=1, max_length=64)] = "prodio:"
+    # Redis Sentinel: the Sentinels to ask where the master of the service is. With them,
+    # PRODIO_REDIS_URL is optional and gives only the master's credentials, database and TLS
+    # options (no host: the Sentinels name it, and name the new one after a failover).
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_sentinel_service: str | None = None
+    redis_sentinel_password: SecretStr | None = None
     session_idle_timeout: Annotated[int, Field(gt=0)] = 30 * 60
     session_absolute_timeout: Annotated[int, Field(gt=0)] = 8 * 60 * 60
     session_cleanup_interval: Annotated[float, Field(gt=0)] = 60.0
@@ -107,6 +117,32 @@ class Settings(BaseSettings):
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        # As _split_list, except that "[::1]:26379,..." is IPv6 in brackets, not JSON.
+        if isinstance(value, str) and _IPV6_FIRST.match(value):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return cls._split_list(value)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinel_addresses(cls, value: list[str]) -> list[str]:
+        return [join_host_port(*split_host_port(item)) for item in value]
+
+    @field_validator("redis_sentinel_service")
+    @classmethod
+    def _check_sentinel_service(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.strip()
+        if not name or any(character.isspace() for character in name):
+            raise ValueError(
+                "must be the name of the master that the Sentinels monitor (the name in "
+                "their 'sentinel monitor' line, for example mymaster), without spaces"
+            )
+        return name
+
     @field_validator("previous_secret_keys_until")
     @classmethod
     def _aware_until(cls, value: datetime | None) -> datetime | None:
@@ -127,8 +163,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "PRODIO_SESSION_ABSOLUTE_TIMEOUT must be at least PRODIO_SESSION_IDLE_TIMEOUT"
             )
-        if self.session_backend == "redis" and not self.redis_url:
-            raise ValueError("PRODIO_SESSION_BACKEND=redis needs PRODIO_REDIS_URL")
+        self._check_sentinel_consistency()
+        if self.session_backend == "redis" and not self.redis_url and not self.redis_sentinels:
+            raise ValueError(
+                "PRODIO_SESSION_BACKEND=redis needs PRODIO_REDIS_URL, or PRODIO_REDIS_SENTINELS "
+                "with PRODIO_REDIS_SENTINEL_SERVICE for Redis Sentinel"
+            )
         if self.env is Environment.PROD:
             if self.secret_key is None:
                 raise ValueError(
@@ -159,6 +199,36 @@ class Settings(BaseSettings):
                 )
         return self
 
+    def _check_sentinel_consistency(self) -> None:
+        if not self.redis_sentinels:
+            # Sentinel options without Sentinels would be silently ignored: refuse them.
+            if self.redis_sentinel_service is not None or self.redis_sentinel_password:
+                raise ValueError(
+                    "PRODIO_REDIS_SENTINEL_SERVICE and PRODIO_REDIS_SENTINEL_PASSWORD need "
+                    f"PRODIO_REDIS_SENTINELS, for example {SENTINEL_ADDRESS_EXAMPLE}"
+                )
+            return
+        if self.redis_sentinel_service is None:
+            raise ValueError(
+                "PRODIO_REDIS_SENTINELS needs PRODIO_REDIS_SENTINEL_SERVICE: the name of the "
+                "master they monitor (the name in their 'sentinel monitor' line, for "
+                "example mymaster)"
+            )
+        if self.redis_url:
+            # Never echo the URL: it may hold the master's password.
+            parts = urlsplit(self.redis_url)
+            if parts.scheme not in ("redis", "rediss"):
+                raise ValueError(
+                    "with PRODIO_REDIS_SENTINELS, PRODIO_REDIS_URL must start with redis:// or "
+                    "rediss://"
+                )
+            if parts.netloc.rpartition("@")[2]:
+                raise ValueError(
+                    "with PRODIO_REDIS_SENTINELS, PRODIO_REDIS_URL gives only the master's "
+                    "password, database and TLS options, not its host, which the Sentinels "
+                    "name: for example redis://:PASSWORD@/0, or leave PRODIO_REDIS_URL unset"
+                )
+
     @property
     def is_dev(self) -> bool:
         return self.env is Environment.DEV
@@ -177,6 +247,35 @@ class Settings(BaseSettings):
         if self.secret_key is None:
             raise SettingsError(f"no secret key: {HOW_TO_MAKE_A_SECRET}")
         return self.secret_key.get_secret_value().encode()
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """``"host:port"`` (``"[::1]:26379"`` for IPv6) as a pair; ``ValueError`` if malformed."""
+    entry = text.strip()
+    example = f"for example {SENTINEL_ADDRESS_EXAMPLE}"
+    if "@" in entry or "/" in entry:
+        # Never echo it: a URL may hold a password.
+        raise ValueError(f"takes host:port pairs, not URLs, {example}")
+    if entry.startswith("["):
+        host, bracket, port_text = entry[1:].partition("]:")
+        if not bracket or ":" not in host:
+            raise ValueError(f"{entry!r} is not [IPv6 address]:port, for example [::1]:26379")
+    else:
+        host, colon, port_text = entry.rpartition(":")
+        if not colon or not host:
+            raise ValueError(f"{entry!r} is not host:port, {example}")
+        if ":" in host:
+            raise ValueError(f"{entry!r}: put an IPv6 address in brackets, for example [::1]:26379")
+    if any(character.isspace() for character in host):
+        raise ValueError(f"{entry!r} has a space in its host name, {example}")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{entry!r} has no valid port (1-65535), {example}")
+    return host, int(port_text)
+
+
+def join_host_port(host: str, port: int) -> str:
+    """The inverse of :func:`split_host_port`."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from prodio.config import Settings, SettingsError
+from prodio.config import Settings, SettingsError, split_host_port
 from prodio.session.base import SessionStore, SessionTimeouts
 from prodio.session.memory import InMemorySessionStore
-from prodio.session.redis import RedisSessionStore
+from prodio.session.redis import RedisSessionStore, check_sentinel_master_url
 from prodio.session.throttle import (
     InMemoryLoginThrottle,
     LoginThrottle,
@@ -30,6 +30,10 @@ def session_timeouts(settings: Settings) -> SessionTimeouts:
 def build_session_store(settings: Settings) -> SessionStore:
     """Make the store named by ``PRODIO_SESSION_BACKEND``; it is not contacted yet.
 
+    For ``redis``, ``PRODIO_REDIS_SENTINELS`` (with ``PRODIO_REDIS_SENTINEL_SERVICE``) means
+    Redis Sentinel: the master is the one they name, followed across failovers; otherwise
+    the Redis is the one at ``PRODIO_REDIS_URL``.
+
     Call ``await store.ping()`` at startup to fail early when Redis is unreachable, and
     ``await store.aclose()`` at shutdown. Raises :class:`SettingsError` when the
     configuration cannot work (the message never contains a password).
@@ -38,10 +42,13 @@ def build_session_store(settings: Settings) -> SessionStore:
     if settings.session_backend == "memory":
         return InMemorySessionStore(timeouts)
     if settings.session_backend == "redis":
+        if settings.redis_sentinels:
+            return _sentinel_store(settings, timeouts)
         if not settings.redis_url:
             raise SettingsError(
                 "invalid configuration: PRODIO_SESSION_BACKEND=redis needs PRODIO_REDIS_URL, "
-                "for example redis://localhost:6379/0"
+                "for example redis://localhost:6379/0, or PRODIO_REDIS_SENTINELS with "
+                "PRODIO_REDIS_SENTINEL_SERVICE"
             )
         try:
             return RedisSessionStore.from_url(
@@ -59,6 +66,44 @@ def build_session_store(settings: Settings) -> SessionStore:
         f"invalid configuration: PRODIO_SESSION_BACKEND={settings.session_backend!r} is not "
         "one of: memory, redis"
     )
+
+
+def _sentinel_store(settings: Settings, timeouts: SessionTimeouts) -> RedisSessionStore:
+    """The Redis store whose master the Sentinels of ``PRODIO_REDIS_SENTINELS`` name."""
+    # Settings check all of this when they are read; a hand-built one must still fail
+    # clearly, and never with a password in the message.
+    try:
+        addresses = [split_host_port(entry) for entry in settings.redis_sentinels]
+    except ValueError as exc:
+        raise SettingsError(f"invalid configuration: PRODIO_REDIS_SENTINELS: {exc}") from None
+    if not settings.redis_sentinel_service:
+        raise SettingsError(
+            "invalid configuration: PRODIO_REDIS_SENTINELS needs PRODIO_REDIS_SENTINEL_SERVICE, "
+            "the name of the master they monitor (for example mymaster)"
+        )
+    if settings.redis_url:
+        try:
+            check_sentinel_master_url(settings.redis_url)
+        except ValueError as exc:
+            raise SettingsError(f"invalid configuration: PRODIO_REDIS_URL: {exc}") from None
+    password = settings.redis_sentinel_password
+    try:
+        return RedisSessionStore.from_sentinel(
+            addresses,
+            settings.redis_sentinel_service,
+            timeouts,
+            master_url=settings.redis_url or None,
+            sentinel_password=password.get_secret_value() if password else None,
+            key_prefix=settings.redis_key_prefix,
+            socket_timeout=settings.redis_socket_timeout,
+            socket_connect_timeout=settings.redis_connect_timeout,
+            max_connections=settings.redis_max_connections,
+            health_check_interval=settings.redis_health_check_interval,
+        )
+    except ValueError as exc:
+        raise SettingsError(
+            f"invalid configuration: PRODIO_REDIS_SENTINELS / PRODIO_REDIS_URL: {exc}"
+        ) from None
 
 
 def throttle_limits(settings: Settings) -> ThrottleLimits:

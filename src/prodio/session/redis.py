@@ -20,7 +20,10 @@ an update applies only if the session is still live at that moment, so a slow re
 never bring back a session that was logged out meanwhile.
 
 The scripts address keys they derive from the prefix and stored ids, so this store is for a
-single Redis server (or a primary with replicas), not Redis Cluster.
+single Redis server (or a primary with replicas), not Redis Cluster. With Redis Sentinel
+(:meth:`RedisSessionStore.from_sentinel`) the store asks the Sentinels where the primary is
+whenever it connects, and at least every second while it is busy, so it follows a
+failover by itself.
 """
 
 from __future__ import annotations
@@ -28,15 +31,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from prodio.session.base import JSONValue, Session, SessionStoreUnavailable, SessionTimeouts
 from prodio.session.values import (
@@ -51,6 +62,9 @@ logger = logging.getLogger("prodio.session")
 
 SESSION_ID_BYTES: Final = 32
 REDIS_URL_SCHEMES: Final = ("redis", "rediss", "unix")
+SENTINEL_MASTER_URL_SCHEMES: Final = ("redis", "rediss")
+# How stale the pool's idea of the master may get while its connections still work.
+SENTINEL_MASTER_RECHECK_SECONDS: Final = 1.0
 DEFAULT_KEY_PREFIX: Final = "prodio:"
 DATA_FIELD_PREFIX: Final = "d:"
 _MAX_CREATE_ATTEMPTS: Final = 3
@@ -236,6 +250,155 @@ def check_redis_url(url: str) -> None:
             raise ValueError(f"the Redis URL {redacted_url(url)!r} has an invalid port") from None
 
 
+def check_sentinel_master_url(url: str) -> None:
+    """Raise ``ValueError`` (without echoing a password) unless ``url`` suits Sentinel.
+
+    With Sentinel the URL only carries what the Sentinels do not say: the master's user,
+    password, database and TLS options. A host in it would be ignored, so it is refused.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in SENTINEL_MASTER_URL_SCHEMES:
+        raise ValueError(
+            f"the Redis URL {redacted_url(url)!r} must start with redis:// or rediss:// when "
+            "Sentinel names the master, for example redis://:PASSWORD@/0"
+        )
+    if parts.netloc.rpartition("@")[2]:
+        raise ValueError(
+            f"the Redis URL {redacted_url(url)!r} names a host, but the Sentinels name the "
+            "master; give only its password and database, for example redis://:PASSWORD@/0"
+        )
+
+
+def _check_pool_options(
+    socket_timeout: float, socket_connect_timeout: float, max_connections: int, health: int
+) -> None:
+    if socket_timeout <= 0 or socket_connect_timeout <= 0:
+        raise ValueError("the Redis socket timeouts must be positive")
+    if max_connections < 1:
+        raise ValueError("the Redis pool needs at least one connection")
+    if health < 0:
+        raise ValueError("the Redis health check interval cannot be negative")
+
+
+def _retry_once() -> Retry:
+    # One immediate retry on a broken connection (a server restart or a failover leaves dead
+    # sockets in the pool); none on a timeout, which would only double the wait.
+    return Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
+
+
+class _MasterConnection(SentinelManagedConnection):
+    """A connection to the master that asks the Sentinels where it is at every (re)connect.
+
+    redis-py looks the master up only in ``connect()``. A command retried after its
+    connection broke reconnects through ``connect_check_health()`` to the old address
+    (redis/redis-py#3874), so after a failover the one retry would reach the dead or
+    demoted master and fail. Looking the master up there too makes that retry land on the
+    promoted replica.
+    """
+
+    async def connect(self) -> None:
+        # As redis-py's, minus its lookup: connect_check_health below does it.
+        await self.retry.call_with_retry(
+            lambda: self.connect_check_health(check_health=False, retry_socket_connect=False),
+            lambda error: asyncio.sleep(0),
+        )
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self.is_connected:
+            return
+        self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(
+            check_health=check_health, retry_socket_connect=retry_socket_connect
+        )
+
+
+class _MasterSSLConnection(_MasterConnection, SSLConnection):
+    """:class:`_MasterConnection` over TLS (``rediss://`` master URLs)."""
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool, made to wait for a free connection and to leave an old master.
+
+    redis-py's own ``SentinelConnectionPool`` refuses a request outright when all its
+    connections are busy; this one waits up to its ``timeout``, as ``BlockingConnectionPool``
+    does, so the pool size means the same thing with or without Sentinel.
+
+    redis-py also asks the Sentinels only when it opens a connection. After a planned
+    failover (``SENTINEL FAILOVER``) the old master keeps accepting writes until the
+    Sentinels demote it, some ten seconds later, and then drops them: open connections would
+    keep writing sessions into it, to be lost. So this pool asks again when a connection is
+    taken, at most every ``master_recheck_interval`` seconds, and drops connections to any
+    other server than the master named.
+    """
+
+    master_recheck_interval: float = SENTINEL_MASTER_RECHECK_SECONDS
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **options: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **options)  # type: ignore[no-untyped-call]
+        self._next_master_check = 0.0
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        await self._recheck_master()
+        connection = await super().get_connection()  # type: ignore[no-untyped-call]
+        if (
+            connection.is_connected
+            and self.master_address is not None
+            and (connection.host, connection.port) != tuple(self.master_address)
+        ):
+            # Busy when the master moved, so not dropped then: reconnect it (to the master
+            # the Sentinels name) before it sends anything.
+            await connection.disconnect()
+        return connection
+
+    async def _recheck_master(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self.master_address is None or now < self._next_master_check:
+            # Never found a master: no connection to move; connecting asks the Sentinels.
+            return
+        self._next_master_check = now + self.master_recheck_interval
+        try:
+            # Drops the idle connections when the master moved.
+            await self.get_master_address()  # type: ignore[no-untyped-call]
+        except _BACKEND_ERRORS:
+            # No answer now: the operation itself finds out whether its server still works.
+            logger.debug("no Sentinel named a master; keeping the connections there are")
+
+
+class _Sentinels(Sentinel):
+    """redis-py's ``Sentinel``, with a readable reason when no master can be found.
+
+    redis-py's own message lists the whole ``repr`` of each Sentinel client; this one says,
+    per Sentinel, whether it was unreachable, does not monitor the service, or reports
+    its master down. What it returns is the same: the first live master named.
+    """
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        problems: list[str] = []
+        for index, sentinel in enumerate(self.sentinels):
+            options = sentinel.connection_pool.connection_kwargs
+            where = f"Sentinel {options.get('host')}:{options.get('port')}"
+            try:
+                # A mapping of service name to state (RESP2, which this client speaks).
+                masters = cast(dict[str, dict[str, Any]], await sentinel.sentinel_masters())
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                problems.append(f"{where}: {type(exc).__name__}: {exc}")
+                continue
+            state = masters.get(service_name)
+            if state is None:
+                problems.append(f"{where} monitors no master named {service_name!r}")
+            elif not self.check_master_state(state, service_name):
+                problems.append(f"{where} reports the master of {service_name!r} down")
+            else:
+                # Ask this one first next time, as redis-py does.
+                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+                return str(state["ip"]), int(state["port"])
+        raise MasterNotFoundError(
+            f"no Sentinel named a live master for {service_name!r}: {'; '.join(problems)}"
+        )
+
+
 def _microseconds(seconds: float) -> str:
     return str(round(seconds * 1_000_000))
 
@@ -252,8 +415,9 @@ _BACKEND_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 class RedisSessionStore:
     """A :class:`~prodio.session.base.SessionStore` in Redis, shared by all instances.
 
-    Build it with :meth:`from_url`, which makes the one connection pool it uses; the store
-    owns that client and closes it in :meth:`aclose`.
+    Build it with :meth:`from_url` or :meth:`from_sentinel`, which make the one connection
+    pool it uses; the store owns that client (and the ``sentinel`` it came from, if any)
+    and closes it in :meth:`aclose`.
     """
 
     def __init__(
@@ -262,9 +426,11 @@ class RedisSessionStore:
         timeouts: SessionTimeouts,
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
+        sentinel: Sentinel | None = None,
     ) -> None:
         self.timeouts = timeouts
         self._client = client
+        self._sentinel = sentinel
         self._session_prefix = f"{key_prefix}s:"
         self._user_prefix = f"{key_prefix}u:"
         self._idle_us = _microseconds(timeouts.idle)
@@ -306,12 +472,9 @@ class RedisSessionStore:
         socket timeout) for a free connection. Options in the URL's query string win.
         """
         check_redis_url(url)
-        if socket_timeout <= 0 or socket_connect_timeout <= 0:
-            raise ValueError("the Redis socket timeouts must be positive")
-        if max_connections < 1:
-            raise ValueError("the Redis pool needs at least one connection")
-        if health_check_interval < 0:
-            raise ValueError("the Redis health check interval cannot be negative")
+        _check_pool_options(
+            socket_timeout, socket_connect_timeout, max_connections, health_check_interval
+        )
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -319,13 +482,87 @@ class RedisSessionStore:
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
             health_check_interval=health_check_interval,
-            # One immediate retry on a broken connection (a server restart leaves dead
-            # sockets in the pool); none on a timeout, which would only double the wait.
-            retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+            retry=_retry_once(),
             decode_responses=True,
             client_name="prodio",
         )
         return cls(Redis.from_pool(pool), timeouts, key_prefix=key_prefix)
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: Sequence[tuple[str, int]],
+        service_name: str,
+        timeouts: SessionTimeouts,
+        *,
+        master_url: str | None = None,
+        sentinel_password: str | None = None,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        socket_timeout: float = 2.0,
+        socket_connect_timeout: float = 2.0,
+        max_connections: int = 50,
+        health_check_interval: int = 30,
+        pool_timeout: float | None = None,
+    ) -> RedisSessionStore:
+        """Connect (lazily) to the master that ``sentinels`` monitor as ``service_name``.
+
+        Each new connection asks the Sentinels (in turn, the last one that answered first)
+        for the master's address, and so does the pool at most every
+        :data:`SENTINEL_MASTER_RECHECK_SECONDS` while in use, dropping connections to any
+        other server: after a failover, operations go to the promoted replica, and until a
+        Sentinel names a reachable master they raise :class:`SessionStoreUnavailable`.
+
+        ``master_url`` gives the master's user, password, database and TLS options
+        (``redis://:PASSWORD@/0``, no host); ``sentinel_password`` is for Sentinels that
+        require one. The timeouts and pool options mean what they mean for
+        :meth:`from_url` and bound each Sentinel query too, so an unreachable or hung
+        Sentinel costs at most one of them per query.
+        """
+        if not sentinels:
+            raise ValueError("at least one Sentinel address (host, port) is needed")
+        for host, port in sentinels:
+            if not host or not 1 <= port <= 65535:
+                raise ValueError(f"the Sentinel address {host!r}:{port!r} is not host:port")
+        if not service_name or any(character.isspace() for character in service_name):
+            raise ValueError("the Sentinel service name must be a name without spaces")
+        _check_pool_options(
+            socket_timeout, socket_connect_timeout, max_connections, health_check_interval
+        )
+        master_options: dict[str, Any] = {}
+        tls = False
+        if master_url is not None:
+            check_sentinel_master_url(master_url)
+            master_options.update(parse_url(master_url))
+            tls = urlsplit(master_url).scheme == "rediss"
+        # Ours, not the URL's plain (Sentinel-unaware) class.
+        master_options["connection_class"] = _MasterSSLConnection if tls else _MasterConnection
+        sentinel_manager = _Sentinels(  # type: ignore[no-untyped-call]
+            list(sentinels),
+            sentinel_kwargs={
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": socket_connect_timeout,
+                "password": sentinel_password or None,
+                "retry": _retry_once(),
+                "decode_responses": True,
+            },
+        )
+        client = sentinel_manager.master_for(
+            service_name,
+            connection_pool_class=_BlockingSentinelPool,
+            **{
+                "max_connections": max_connections,
+                "timeout": socket_timeout if pool_timeout is None else pool_timeout,
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": socket_connect_timeout,
+                "health_check_interval": health_check_interval,
+                "retry": _retry_once(),
+                "decode_responses": True,
+                "client_name": "prodio",
+                # Options in the URL's query string win, as with from_url.
+                **master_options,
+            },
+        )
+        return cls(cast(Redis, client), timeouts, key_prefix=key_prefix, sentinel=sentinel_manager)
 
     def _session_key(self, session_id: str) -> str:
         return f"{self._session_prefix}{session_id}"
@@ -467,3 +704,5 @@ class RedisSessionStore:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
