@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck clean
+.PHONY: install run test lint typecheck clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ typecheck: install
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# Benchmarks (see docs/performance.md): `make bench`, or `make bench ARGS=--quick` (about a minute).
+# Installs wrk, redis-server and nginx from apt when missing, and the bench extra (plot, profilers).
+bench: install
+	bash bench/install-tools.sh
+	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
