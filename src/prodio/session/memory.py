@@ -1,8 +1,13 @@
 """Sessions in this process's memory: the default for one instance.
 
-Two insertion-ordered dicts make expiry cheap: ``_by_last_seen`` is kept in order of last
-use (a touch moves the id to the end) and ``_by_creation`` in order of creation. Expired
-sessions therefore sit at the front of one of them, and a purge reads only those.
+Two ordered maps make expiry cheap: ``_by_last_seen`` is kept in order of last use (a touch
+moves the id to the end) and ``_by_creation`` in order of creation. Expired sessions
+therefore sit at the front of one of them, and a purge reads only those.
+
+They are ``OrderedDict``s, not plain dicts: a plain dict keeps deleted slots until it is
+resized, so after many deletions from its front, finding the first live key means walking
+past every dead slot, and a large purge turns quadratic (measured in bench/memstore.py: a
+tick held the loop 6.9 s at 1,000,000 sessions; with ``OrderedDict`` 85 ms in all).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import copy
 import json
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -54,8 +60,8 @@ class InMemorySessionStore:
         self.timeouts = timeouts
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
-        self._by_last_seen: dict[str, None] = {}
-        self._by_creation: dict[str, None] = {}
+        self._by_last_seen: OrderedDict[str, None] = OrderedDict()
+        self._by_creation: OrderedDict[str, None] = OrderedDict()
         self._by_user: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
@@ -123,8 +129,7 @@ class InMemorySessionStore:
             return None
         if touch and now > entry.last_seen:
             entry.last_seen = now
-            del self._by_last_seen[session_id]
-            self._by_last_seen[session_id] = None
+            self._by_last_seen.move_to_end(session_id)
         return self._snapshot(session_id, entry)
 
     async def update(
