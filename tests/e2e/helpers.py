@@ -62,7 +62,7 @@ ALICE = Account("alice", "alice-e2e-password")
 BOB = Account("bob", "bob-e2e-password")
 CAROL = Account("carol", "carol-e2e-password")
 # The idle timeout of the "short" server, in seconds.
-SHORT_IDLE_TIMEOUT = 4
+SHORT_IDLE_TIMEOUT = 10  # long enough for a page to load on a busy 2-core CI machine
 
 # The ``new_context`` fixture: ``new_context(server, **playwright_context_options)``.
 NewContext = Callable[..., BrowserContext]
