@@ -116,7 +116,10 @@ class PasswordHasher:
             parallelism=parallelism,
             type=Type.ID,
         )
-        self.limiter = anyio.CapacityLimiter(max_concurrency or os.cpu_count() or 1)
+        # The cores this process may run on, not the machine's: a worker pinned to one core
+        # would otherwise hash on two threads and starve its own event loop.
+        usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        self.limiter = anyio.CapacityLimiter(max_concurrency or usable_cores or os.cpu_count() or 1)
         self._dummy_hash: str | None = None
         self._dummy_lock = threading.Lock()
 
