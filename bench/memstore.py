@@ -9,9 +9,7 @@ Measures
   (what ``purge_periodically`` runs every tick) works. Two cases: a steady tick where 1 %
   of the sessions expired since the last one, and a mass expiry where all of them did.
 
-The store's clock is a fake one, so that expiry needs no waiting. ``--what-if-ordered``
-repeats the tick measurements with the store's two order dicts replaced by
-``collections.OrderedDict`` (an experiment, not the shipped code).
+The store's clock is a fake one, so that expiry needs no waiting.
 
 Prints one JSON object on standard output.
 """
@@ -20,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import gc
 import json
 import time
@@ -58,13 +55,8 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def new_store(clock: FakeClock, *, ordered: bool) -> InMemorySessionStore:
-    store = InMemorySessionStore(SessionTimeouts(IDLE_SECONDS, ABSOLUTE_SECONDS), clock=clock)
-    if ordered:
-        # The what-if: the same two insertion-ordered maps, as linked OrderedDicts.
-        store._by_last_seen = collections.OrderedDict()
-        store._by_creation = collections.OrderedDict()
-    return store
+def new_store(clock: FakeClock) -> InMemorySessionStore:
+    return InMemorySessionStore(SessionTimeouts(IDLE_SECONDS, ABSOLUTE_SECONDS), clock=clock)
 
 
 async def fill(store: InMemorySessionStore, count: int, clock: FakeClock, step: float) -> None:
@@ -78,7 +70,7 @@ def bytes_per_session(count: int) -> dict[str, float]:
     gc.collect()
     before = rss_bytes()
     clock = FakeClock()
-    store = new_store(clock, ordered=False)
+    store = new_store(clock)
     asyncio.run(fill(store, count, clock, 0.0))
     gc.collect()
     grown = rss_bytes() - before
@@ -90,7 +82,7 @@ def bytes_per_session(count: int) -> dict[str, float]:
 
 def traced_bytes_per_session(count: int, data: dict[str, Any] | None) -> float:
     clock = FakeClock()
-    store = new_store(clock, ordered=False)
+    store = new_store(clock)
     gc.collect()
     tracemalloc.start()
     try:
@@ -177,10 +169,10 @@ async def measure_tick(store: InMemorySessionStore, budget: float) -> dict[str, 
     }
 
 
-def tick_case(count: int, *, expired: int, ordered: bool, budget: float) -> dict[str, Any]:
+def tick_case(count: int, *, expired: int, budget: float) -> dict[str, Any]:
     """``count`` sessions of which the oldest ``expired`` are past their idle timeout."""
     clock = FakeClock()
-    store = new_store(clock, ordered=ordered)
+    store = new_store(clock)
     asyncio.run(fill(store, expired, clock, 0.0))
     clock.now += IDLE_SECONDS / 2
     asyncio.run(fill(store, count - expired, clock, 0.0))
@@ -190,7 +182,7 @@ def tick_case(count: int, *, expired: int, ordered: bool, budget: float) -> dict
     started = time.perf_counter()
     gc.collect()
     result["full_gc_ms"] = (time.perf_counter() - started) * 1000
-    result.update({"sessions": count, "expired": expired, "ordered_dicts": ordered})
+    result.update({"sessions": count, "expired": expired})
     del store
     gc.collect()
     return result
@@ -203,7 +195,6 @@ def main() -> None:
     parser.add_argument(
         "--budget", type=float, default=30.0, help="seconds one purge may run before it stops"
     )
-    parser.add_argument("--what-if-ordered", action="store_true")
     args = parser.parse_args()
     count = args.sessions
     steady = max(1, count // 100)
@@ -219,15 +210,10 @@ def main() -> None:
             "note_json_bytes": len(json.dumps(note)),
         },
         "ticks": [
-            tick_case(count, expired=steady, ordered=False, budget=args.budget),
-            tick_case(count, expired=count, ordered=False, budget=args.budget),
+            tick_case(count, expired=steady, budget=args.budget),
+            tick_case(count, expired=count, budget=args.budget),
         ],
     }
-    if args.what_if_ordered:
-        result["ticks"] += [
-            tick_case(count, expired=steady, ordered=True, budget=args.budget),
-            tick_case(count, expired=count, ordered=True, budget=args.budget),
-        ]
     print(json.dumps(result))
 
 

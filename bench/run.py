@@ -126,7 +126,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
         memstore_sessions=args.sessions or (20_000 if quick else 1_000_000),
         memstore_traced_sample=5_000 if quick else 100_000,
         memstore_budget=1.0 if quick else 30.0,
-        what_if=not quick,
         startup_samples=1 if quick else 3,
         nginx="nginx" in chosen,
         profile=bool(args.profile),

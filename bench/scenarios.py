@@ -78,7 +78,6 @@ class Settings:
     memstore_sessions: int
     memstore_traced_sample: int
     memstore_budget: float
-    what_if: bool
     startup_samples: int
     nginx: bool
     profile: bool
@@ -549,8 +548,6 @@ def run_memstore(ctx: Context) -> dict[str, Any]:
         "--budget",
         str(settings.memstore_budget),
     ]
-    if settings.what_if:
-        command.append("--what-if-ordered")
     ctx.say(f"in-memory store with {settings.memstore_sessions:,} sessions")
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
     if done.returncode != 0:
