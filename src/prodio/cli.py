@@ -400,23 +400,23 @@ def _users_set_password(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _users_disable(args: argparse.Namespace) -> int:
+def _set_disabled(args: argparse.Namespace, disabled: bool) -> int:
     settings = load_settings()
     name = normalize_username(args.name)
     with _user_store(settings) as store:
-        store.set_disabled(name, True)
-    print(f"disabled user {name}")
-    _revoke_sessions(settings, name)
+        store.set_disabled(name, disabled)
+    print(f"{'disabled' if disabled else 'enabled'} user {name}")
+    if disabled:
+        _revoke_sessions(settings, name)
     return EXIT_OK
+
+
+def _users_disable(args: argparse.Namespace) -> int:
+    return _set_disabled(args, True)
 
 
 def _users_enable(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    name = normalize_username(args.name)
-    with _user_store(settings) as store:
-        store.set_disabled(name, False)
-    print(f"enabled user {name}")
-    return EXIT_OK
+    return _set_disabled(args, False)
 
 
 # -- parsing --------------------------------------------------------------------------
