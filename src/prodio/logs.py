@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -22,10 +23,14 @@ _STANDARD_ATTRIBUTES = frozenset(
     | {"message", "asctime", "color_message"}
 )
 _CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def escape_control(text: str) -> str:
     """Make user-supplied text safe for one log line (no forged lines, no terminal codes)."""
+    # Most text has nothing to escape, and a regex search is much cheaper than translate.
+    if _CONTROL_CHARACTER.search(text) is None:
+        return text
     return text.translate(_CONTROL_ESCAPES)
 
 

@@ -11,6 +11,7 @@ from prodio.middleware.headers import SecurityHeadersMiddleware
 from prodio.middleware.logging import RequestLoggingMiddleware, SessionTagger
 from prodio.middleware.origin import OriginCheckMiddleware
 from prodio.middleware.session import SessionMiddleware
+from prodio.middleware.uploads import UploadOwnershipMiddleware
 from prodio.routes import api, health, login
 from prodio.routes.home import mount_home
 from prodio.routes.static import mount_static
@@ -32,12 +33,17 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         lifespan=lifespan_for(services),
     )
     app.state.services = services
-    for router in (health.router, login.router, api.router):
+    for router in (health.router, login.router):
         app.include_router(router)
+    api.add_api_routes(app)
     mount_static(app, app_name=settings.app_name)
 
     # Added innermost first: a request passes
-    # headers -> logging -> session -> auth -> origin -> routes.
+    # headers -> logging -> session -> auth -> origin -> uploads -> routes.
+    # Upload ownership needs the signed-in user, and sees only same-origin uploads.
+    app.add_middleware(
+        UploadOwnershipMiddleware, registry=services.uploads, mount_path=settings.mount_path
+    )
     # The origin check comes after auth: an anonymous request gets the same 401 whatever its
     # origin, and a refusal is logged with the user it was made for.
     app.add_middleware(OriginCheckMiddleware)

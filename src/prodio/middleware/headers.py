@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prodio.logs import escape_control
@@ -126,8 +125,20 @@ BASE_HEADERS: tuple[tuple[str, str], ...] = (
 _REQUEST_CREDENTIAL_HEADERS = frozenset({b"cookie", b"authorization", b"proxy-authorization"})
 
 
-def _media_type(headers: MutableHeaders) -> str:
-    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+BASE_HEADERS_RAW = tuple((name.encode(), value.encode()) for name, value in BASE_HEADERS)
+
+
+def _content_type(raw: list[tuple[bytes, bytes]], present: set[bytes]) -> str:
+    if b"content-type" not in present:
+        return ""
+    for name, value in raw:
+        if bytes(name).lower() == b"content-type":
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 class SecurityHeadersMiddleware:
@@ -191,22 +202,31 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
     def _add_headers(self, scope: Scope, message: Message) -> None:
-        headers = MutableHeaders(scope=message)
-        for name, value in BASE_HEADERS:
-            headers.setdefault(name, value)
-        if message.get("status") != 304:
+        # One pass over the response's headers (not one per header added): this runs for
+        # every response, and MutableHeaders.setdefault scans them all each time.
+        raw = message["headers"]
+        present = {bytes(name).lower() for name, _ in raw}
+        for name, value in BASE_HEADERS_RAW:
+            if name not in present:
+                raw.append((name, value))
+        if message.get("status") != 304 and b"content-security-policy" not in present:
             # A 304 updates the headers of the cached response; the policy chosen for a body
             # that is not there could replace the right one.
-            headers.setdefault("content-security-policy", self._policy_for(scope, message, headers))
-        if self.hsts:
-            headers.setdefault("strict-transport-security", HSTS_VALUE)
-        if self._is_authenticated(scope) and not self._is_cacheable(scope):
+            policy = self._policy_for(scope, message, _content_type(raw, present))
+            raw.append((b"content-security-policy", policy.encode()))
+        if self.hsts and b"strict-transport-security" not in present:
+            raw.append((b"strict-transport-security", HSTS_VALUE.encode()))
+        if (
+            b"cache-control" not in present
+            and self._is_authenticated(scope)
+            and not self._is_cacheable(scope)
+        ):
             # An authenticated answer may hold the user's data: no browser or proxy cache
             # may keep it (back button after logout, shared computers, shared proxies).
-            headers.setdefault("cache-control", NO_STORE)
+            raw.append((b"cache-control", NO_STORE.encode()))
 
-    def _policy_for(self, scope: Scope, message: Message, headers: MutableHeaders) -> str:
-        if _media_type(headers) != "text/html":
+    def _policy_for(self, scope: Scope, message: Message, content_type: str) -> str:
+        if _media_type(content_type) != "text/html":
             return NON_DOCUMENT_POLICY
         status = int(message.get("status", 200))
         if not 200 <= status < 300 or scope["path"] in self.prodio_pages:

@@ -11,10 +11,9 @@ import hashlib
 import hmac
 import logging
 import re
+import secrets
 import time
-import uuid
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prodio.logs import escape_control
@@ -27,11 +26,21 @@ _INCOMING_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class SessionTagger:
+    # Tags of recent sessions, so a busy session's every request does not pay for an HMAC.
+    CACHE_SIZE = 10_000
+
     def __init__(self, secret: bytes) -> None:
         self._key = hmac.new(secret, b"prodio session tag v1", hashlib.sha256).digest()
+        self._recent: dict[str, str] = {}
 
     def tag(self, session_id: str) -> str:
-        return hmac.new(self._key, session_id.encode(), hashlib.sha256).hexdigest()[:12]
+        tag = self._recent.get(session_id)
+        if tag is None:
+            tag = hmac.digest(self._key, session_id.encode(), "sha256").hex()[:12]
+            if len(self._recent) >= self.CACHE_SIZE:
+                self._recent.clear()
+            self._recent[session_id] = tag
+        return tag
 
 
 class RequestLoggingMiddleware:
@@ -51,12 +60,14 @@ class RequestLoggingMiddleware:
         request_id = self._request_id(scope)
         state[STATE_REQUEST_ID] = request_id
         status = 0
+        request_id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_request_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)["x-request-id"] = request_id
+                # Appended, not set: no route of ours names a request id of its own.
+                message["headers"] = [*message.get("headers", ()), request_id_header]
             await send(message)
 
         try:
@@ -78,7 +89,22 @@ class RequestLoggingMiddleware:
                 [(b"x-request-id", request_id.encode())],
             )
             return
-        logger.info("request", extra=self._fields(scope, path, request_id, status, started))
+        if logger.isEnabledFor(logging.INFO):
+            # makeRecord + handle is what logger.info does, minus looking up the caller's
+            # file and line (a walk up the stack, on every request, for fields no
+            # formatter of ours prints).
+            logger.handle(
+                logger.makeRecord(
+                    logger.name,
+                    logging.INFO,
+                    __file__,
+                    0,
+                    "request",
+                    (),
+                    None,
+                    extra=self._fields(scope, path, request_id, status, started),
+                )
+            )
 
     @staticmethod
     def _request_id(scope: Scope) -> str:
@@ -88,7 +114,7 @@ class RequestLoggingMiddleware:
                 if _INCOMING_REQUEST_ID.fullmatch(candidate):
                     return candidate
                 break
-        return uuid.uuid4().hex
+        return secrets.token_hex(16)
 
     def _fields(
         self, scope: Scope, path: str, request_id: str, status: int, started: float

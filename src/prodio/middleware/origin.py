@@ -31,6 +31,7 @@ from prodio.middleware.http import is_page_load, send_error, send_json
 from prodio.routes.csrf import is_same_origin_request
 
 STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_ORIGIN_HEADERS = (b"origin", b"sec-fetch-site")
 REFUSED_DETAIL = "cross-origin request refused"
 # Enough to recognise an origin in a log line; an attacker's header is not stored whole.
 _CORS_RESPONSE_PREFIX = b"access-control-"
@@ -46,6 +47,17 @@ class OriginCheckMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+
+        if (
+            scope["type"] == "http"
+            and scope["method"] not in STATE_CHANGING_METHODS
+            and not any(name in _ORIGIN_HEADERS for name, _ in scope["headers"])
+        ):
+            # A read without Origin: nothing to refuse, and no CORS header can matter, since
+            # browsers send Origin with every cross-origin read. Most requests (page loads,
+            # polling, scripts) take this path, which skips parsing the request's origin.
             await self.app(scope, receive, send)
             return
 

@@ -1,26 +1,40 @@
-"""``GET /api/session``: the caller's session, for the UI's expiry notice and for scripts."""
+"""``GET /api/session``: the caller's session, for the UI's expiry notice and for scripts.
+
+A plain Starlette route, not a FastAPI one: the UI polls it and scripts hammer it, and
+FastAPI's dependency solving and route matching cost more than everything else the request
+does (measured in ``bench/``: about 53 µs against 20 µs per request for the same endpoint).
+It needs nothing that dependency injection would give it: the middleware already put the
+session on the request.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from prodio.routes.csrf import CsrfTokens
-from prodio.routes.deps import ServicesDep, SessionDep
+from prodio.services import Services
+from prodio.session.base import Session
 
-router = APIRouter(prefix="/api")
+SESSION_PATH = "/api/session"
 
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-@router.api_route("/session", methods=["GET", "HEAD"])
-async def session_info(session: SessionDep, services: ServicesDep) -> JSONResponse:
+async def session_info(request: Request) -> JSONResponse:
     """Reading it counts as activity: the idle timer restarts (the "stay signed in" action)."""
+    session = request.scope.get("state", {}).get("session")
+    if not isinstance(session, Session) or not request.scope["state"].get("user"):
+        # The auth middleware refuses such requests first; this guards a mis-assembled app.
+        return JSONResponse({"detail": "not authenticated"}, status_code=401)
+    services = cast(Services, request.app.state.services)
     body: dict[str, Any] = {
         "user": session.username,
         "created_at": _iso(session.created_at),
@@ -32,3 +46,8 @@ async def session_info(session: SessionDep, services: ServicesDep) -> JSONRespon
         "csrf_token": services.csrf.issue(CsrfTokens.session_binding(session.id)),
     }
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def add_api_routes(app: FastAPI) -> None:
+    """Put the API routes first: a request stops at the first route that matches."""
+    app.router.routes.insert(0, Route(SESSION_PATH, session_info, methods=["GET", "HEAD"]))
