@@ -22,6 +22,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 MIN_SECRET_BYTES = 32
 SECRET_FILE_NAME = "secret_key"
 MAX_LOGIN_FAILURE_WINDOW = 30 * 24 * 60 * 60
+MIN_UPLOAD_LIFETIME = 60
+MAX_UPLOAD_LIFETIME = 30 * 24 * 60 * 60
 SENTINEL_ADDRESS_EXAMPLE = "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"
 _IPV6_FIRST = re.compile(r"\s*\[\s*[0-9A-Fa-f:]")
 HOW_TO_MAKE_A_SECRET = (
@@ -63,6 +65,10 @@ class Settings(BaseSettings):
     redis_connect_timeout: Annotated[float, Field(gt=0)] = 2.0
     redis_max_connections: Annotated[int, Field(ge=1)] = 50
     redis_health_check_interval: Annotated[int, Field(ge=0)] = 30
+    # Near cache of the Redis store (session/redis_cache.py): how long this instance may
+    # answer from memory a session Redis's invalidation channel has not announced a change
+    # of; 0 turns it off (every request asks Redis).
+    redis_local_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 5.0
     redis_key_prefix: Annotated[str, Field(min_length=1, max_length=64)] = "prodio:"
     # Redis Sentinel: the Sentinels to ask where the master of the service is. With them,
     # PRODIO_REDIS_URL is optional and gives only the master's credentials, database and TLS
@@ -95,7 +101,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    # Uploads: the largest file Gradio accepts (413 beyond), and how long it keeps an uploaded
+    # or generated file before deleting it (all of them when the instance shuts down). An
+    # upload is served to the users who uploaded it only, for as long as it exists.
     max_file_size: Annotated[int, Field(gt=0)] = 10 * 1024 * 1024
+    upload_lifetime: Annotated[int, Field(ge=MIN_UPLOAD_LIFETIME, le=MAX_UPLOAD_LIFETIME)] = (
+        24 * 60 * 60
+    )
     show_api: bool = False
 
     @field_validator("log_level", mode="before")

@@ -58,8 +58,15 @@ async def _memory_harness() -> AsyncIterator[StoreHarness]:
     await store.aclose()
 
 
-async def _redis_harness(server: RedisServer) -> AsyncIterator[StoreHarness]:
-    store = RedisSessionStore.from_url(server.url, CONTRACT_TIMEOUTS, socket_timeout=5.0)
+async def _redis_harness(
+    server: RedisServer, *, local_cache_seconds: float = 0.0
+) -> AsyncIterator[StoreHarness]:
+    store = RedisSessionStore.from_url(
+        server.url,
+        CONTRACT_TIMEOUTS,
+        socket_timeout=5.0,
+        local_cache_seconds=local_cache_seconds,
+    )
 
     async def count_sessions() -> int:
         with server.client() as client:
@@ -69,12 +76,22 @@ async def _redis_harness(server: RedisServer) -> AsyncIterator[StoreHarness]:
     await store.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
+async def _cached_redis_harness(server: RedisServer) -> AsyncIterator[StoreHarness]:
+    """The Redis store with its near cache on (and subscribed): the same contract holds."""
+    async for harness in _redis_harness(server, local_cache_seconds=5.0):
+        assert isinstance(harness.store, RedisSessionStore)
+        assert await harness.store.wait_for_cache(), "the session cache did not come on"
+        yield harness
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cached"])
 async def store_harness(request: pytest.FixtureRequest) -> AsyncIterator[StoreHarness]:
     if request.param == "memory":
         harness = _memory_harness()
-    else:
+    elif request.param == "redis":
         harness = _redis_harness(request.getfixturevalue("clean_redis"))
+    else:
+        harness = _cached_redis_harness(request.getfixturevalue("clean_redis"))
     async for value in harness:
         yield value
 

@@ -59,6 +59,7 @@ def build_session_store(settings: Settings) -> SessionStore:
                 socket_connect_timeout=settings.redis_connect_timeout,
                 max_connections=settings.redis_max_connections,
                 health_check_interval=settings.redis_health_check_interval,
+                local_cache_seconds=settings.redis_local_cache_seconds,
             )
         except ValueError as exc:
             raise SettingsError(f"invalid configuration: PRODIO_REDIS_URL: {exc}") from None
@@ -99,6 +100,7 @@ def _sentinel_store(settings: Settings, timeouts: SessionTimeouts) -> RedisSessi
             socket_connect_timeout=settings.redis_connect_timeout,
             max_connections=settings.redis_max_connections,
             health_check_interval=settings.redis_health_check_interval,
+            local_cache_seconds=settings.redis_local_cache_seconds,
         )
     except ValueError as exc:
         raise SettingsError(

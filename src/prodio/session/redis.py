@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
@@ -50,6 +51,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from prodio.session.base import JSONValue, Session, SessionStoreUnavailable, SessionTimeouts
+from prodio.session.redis_cache import DELETED, InvalidationListener, LocalSessionCache
 from prodio.session.values import (
     check_removals,
     check_username,
@@ -67,6 +69,11 @@ SENTINEL_MASTER_URL_SCHEMES: Final = ("redis", "rediss")
 SENTINEL_MASTER_RECHECK_SECONDS: Final = 1.0
 DEFAULT_KEY_PREFIX: Final = "prodio:"
 DATA_FIELD_PREFIX: Final = "d:"
+VERSION_FIELD: Final = "v"
+# A cached session's idle timer is pushed back in Redis once this share of the idle timeout
+# has passed since the activity Redis last recorded (and at least once a minute).
+TOUCH_SHARE: Final = 1 / 20
+MAX_TOUCH_INTERVAL: Final = 60.0
 _MAX_CREATE_ATTEMPTS: Final = 3
 
 # Shared by every script: the server's clock in microseconds, and the liveness rule of
@@ -98,7 +105,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local now = now_us()
 local idle, absolute = tonumber(ARGV[3]), tonumber(ARGV[4])
 local stamp = fmt(now)
-redis.call('HSET', KEYS[1], 'username', ARGV[1], 'created_at', stamp, 'last_seen', stamp)
+redis.call('HSET', KEYS[1], 'username', ARGV[1], 'created_at', stamp, 'last_seen', stamp,
+           'v', '1')
 for i = 6, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
@@ -118,8 +126,9 @@ end
 return stamp
 """)
 
-# KEYS: session hash. ARGV: '1' to touch, idle us, absolute us, user key prefix, session id.
-# Returns the hash as a flat field/value list (empty when there is no live session).
+# KEYS: session hash. ARGV: '1' to touch, idle us, absolute us, user key prefix, session id,
+# invalidation channel. Returns the hash as a flat field/value list (empty when there is no
+# live session).
 _LOAD = _with_prelude("""
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return fields end
@@ -139,6 +148,7 @@ local now = now_us()
 local idle, absolute = tonumber(ARGV[2]), tonumber(ARGV[3])
 if not is_live(created_at, last_seen, now, idle, absolute) then
   redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[6], ARGV[5] .. ' -')
   return {}
 end
 if ARGV[1] == '1' and now > last_seen then
@@ -159,8 +169,9 @@ end
 return fields
 """)
 
-# KEYS: session hash. ARGV: idle us, absolute us, number of fields to set n,
-# n field/value pairs, then the fields to delete. Returns 1 if applied, 0 if not live.
+# KEYS: session hash. ARGV: idle us, absolute us, invalidation channel, session id, number
+# of fields to set n, n field/value pairs, then the fields to delete. Returns the session's
+# new version if applied, 0 if it is not live.
 _UPDATE = _with_prelude("""
 local times = redis.call('HMGET', KEYS[1], 'created_at', 'last_seen')
 if not times[1] or not times[2] then return 0 end
@@ -168,24 +179,28 @@ local now = now_us()
 if not is_live(tonumber(times[1]), tonumber(times[2]), now, tonumber(ARGV[1]),
                tonumber(ARGV[2])) then
   redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' -')
   return 0
 end
-local set_end = 3 + 2 * tonumber(ARGV[3])
-for i = 4, set_end, 2 do
+local set_end = 5 + 2 * tonumber(ARGV[5])
+for i = 6, set_end, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 for i = set_end + 1, #ARGV do
   redis.call('HDEL', KEYS[1], ARGV[i])
 end
-return 1
+local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. version)
+return version
 """)
 
-# KEYS: session hash. ARGV: session id, idle us, absolute us, user key prefix.
-# Returns 1 if the session was live, else 0.
+# KEYS: session hash. ARGV: session id, idle us, absolute us, user key prefix, invalidation
+# channel. Returns 1 if the session was live, else 0.
 _DELETE = _with_prelude("""
 local stored = redis.call('HMGET', KEYS[1], 'username', 'created_at', 'last_seen')
 if not stored[1] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[5], ARGV[1] .. ' -')
 redis.call('SREM', ARGV[4] .. stored[1], ARGV[1])
 if not stored[2] or not stored[3] then return 0 end
 local live = is_live(tonumber(stored[2]), tonumber(stored[3]), now_us(), tonumber(ARGV[2]),
@@ -194,12 +209,13 @@ if live then return 1 end
 return 0
 """)
 
-# KEYS: user set. ARGV: session key prefix, idle us, absolute us.
-# Returns how many live sessions ended.
+# KEYS: user set. ARGV: session key prefix, idle us, absolute us, invalidation channel.
+# Returns how many live sessions ended, followed by the ids of every session removed.
 _DELETE_USER = _with_prelude("""
 local now = now_us()
 local idle, absolute = tonumber(ARGV[2]), tonumber(ARGV[3])
 local ended = 0
+local removed = {0}
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local key = ARGV[1] .. member
   local times = redis.call('HMGET', key, 'created_at', 'last_seen')
@@ -208,9 +224,12 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     ended = ended + 1
   end
   redis.call('DEL', key)
+  redis.call('PUBLISH', ARGV[4], member .. ' -')
+  removed[#removed + 1] = member
 end
 redis.call('DEL', KEYS[1])
-return ended
+removed[1] = ended
+return removed
 """)
 
 
@@ -427,12 +446,25 @@ class RedisSessionStore:
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         sentinel: Sentinel | None = None,
+        local_cache_seconds: float = 0.0,
     ) -> None:
+        """``local_cache_seconds`` > 0 turns on the near cache of
+        :mod:`prodio.session.redis_cache`: sessions read in the last that many seconds are
+        served from this process while Redis's invalidation channel confirms them."""
+        if local_cache_seconds < 0:
+            raise ValueError("the local session cache time cannot be negative")
         self.timeouts = timeouts
         self._client = client
         self._sentinel = sentinel
         self._session_prefix = f"{key_prefix}s:"
         self._user_prefix = f"{key_prefix}u:"
+        self._channel = f"{key_prefix}invalidate"
+        self._touch_interval = min(timeouts.idle * TOUCH_SHARE, MAX_TOUCH_INTERVAL)
+        self._cache: LocalSessionCache | None = None
+        self._listener: InvalidationListener | None = None
+        if local_cache_seconds > 0:
+            self._cache = LocalSessionCache(max_age=local_cache_seconds)
+            self._listener = InvalidationListener(client, self._channel, self._cache)
         self._idle_us = _microseconds(timeouts.idle)
         self._absolute_us = _microseconds(timeouts.absolute)
         # Registered once; redis-py sends EVALSHA and loads the script again by itself
@@ -463,6 +495,7 @@ class RedisSessionStore:
         max_connections: int = 50,
         health_check_interval: int = 30,
         pool_timeout: float | None = None,
+        local_cache_seconds: float = 0.0,
     ) -> RedisSessionStore:
         """Connect (lazily) to the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
@@ -486,7 +519,12 @@ class RedisSessionStore:
             decode_responses=True,
             client_name="prodio",
         )
-        return cls(Redis.from_pool(pool), timeouts, key_prefix=key_prefix)
+        return cls(
+            Redis.from_pool(pool),
+            timeouts,
+            key_prefix=key_prefix,
+            local_cache_seconds=local_cache_seconds,
+        )
 
     @classmethod
     def from_sentinel(
@@ -503,6 +541,7 @@ class RedisSessionStore:
         max_connections: int = 50,
         health_check_interval: int = 30,
         pool_timeout: float | None = None,
+        local_cache_seconds: float = 0.0,
     ) -> RedisSessionStore:
         """Connect (lazily) to the master that ``sentinels`` monitor as ``service_name``.
 
@@ -562,27 +601,39 @@ class RedisSessionStore:
                 **master_options,
             },
         )
-        return cls(cast(Redis, client), timeouts, key_prefix=key_prefix, sentinel=sentinel_manager)
+        return cls(
+            cast(Redis, client),
+            timeouts,
+            key_prefix=key_prefix,
+            sentinel=sentinel_manager,
+            local_cache_seconds=local_cache_seconds,
+        )
 
     def _session_key(self, session_id: str) -> str:
         return f"{self._session_prefix}{session_id}"
 
-    def _to_session(self, session_id: str, flat: list[str]) -> Session | None:
+    def _to_session(
+        self, session_id: str, flat: list[str]
+    ) -> tuple[Session, dict[str, str], int] | None:
+        """The session in a hash's field/value list, its data as stored, and its version."""
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
         try:
             username = fields["username"]
             created_at = int(fields["created_at"]) / 1_000_000
             last_seen = int(fields["last_seen"]) / 1_000_000
-            data = {
-                name.removeprefix(DATA_FIELD_PREFIX): decode_value(value)
+            # Records written before versions existed count as version 0.
+            version = int(fields.get(VERSION_FIELD, "0"))
+            encoded = {
+                name.removeprefix(DATA_FIELD_PREFIX): value
                 for name, value in fields.items()
                 if name.startswith(DATA_FIELD_PREFIX)
             }
+            data = {key: decode_value(value) for key, value in encoded.items()}
         except (KeyError, ValueError):
             # Not written by this store (or by an incompatible version): never trust it.
             logger.warning("ignoring a malformed session record in Redis")
             return None
-        return Session(
+        session = Session(
             id=session_id,
             username=username,
             created_at=created_at,
@@ -591,6 +642,7 @@ class RedisSessionStore:
             absolute_expires_at=created_at + self.timeouts.absolute,
             data=data,
         )
+        return session, encoded, version
 
     async def create(self, username: str, data: Mapping[str, JSONValue] | None = None) -> Session:
         check_username(username)
@@ -616,7 +668,7 @@ class RedisSessionStore:
                 raise _unavailable(exc) from exc
             if stamp is not None:
                 created_at = int(stamp) / 1_000_000
-                return Session(
+                session = Session(
                     id=session_id,
                     username=username,
                     created_at=created_at,
@@ -625,12 +677,32 @@ class RedisSessionStore:
                     absolute_expires_at=created_at + self.timeouts.absolute,
                     data={key: decode_value(value) for key, value in encoded.items()},
                 )
+                if self._cache is not None:
+                    self._start_listener()
+                    self._cache.put(session, encoded, 1, self._cache.generation)
+                return session
         # 256 random bits colliding three times means the random source is broken.
         raise RuntimeError("could not draw an unused session id")
 
     async def load(self, session_id: str, *, touch: bool = True) -> Session | None:
         if not is_well_formed_session_id(session_id):
             return None
+        cache = self._cache
+        generation = 0
+        if cache is not None:
+            self._start_listener()
+            cached, known = cache.get(session_id)
+            if known:
+                if cached is None:
+                    return None  # deleted, revoked or expired: never live again
+                now = time.time()
+                if (
+                    now < cached.idle_expires_at
+                    and now < cached.absolute_expires_at
+                    and (not touch or now - cached.last_seen < self._touch_interval)
+                ):
+                    return cached
+            generation = cache.generation
         try:
             flat: list[str] = await self._load(
                 keys=[self._session_key(session_id)],
@@ -640,13 +712,36 @@ class RedisSessionStore:
                     self._absolute_us,
                     self._user_prefix,
                     session_id,
+                    self._channel,
                 ],
             )
         except _BACKEND_ERRORS as exc:
             raise _unavailable(exc) from exc
         if not flat:
+            if cache is not None and cache.get(session_id)[1]:
+                # Known here, gone in Redis: for good. (Unknown ids are not remembered, so
+                # guessing ids cannot push real sessions out of the cache.)
+                cache.invalidate(session_id, DELETED)
             return None
-        return self._to_session(session_id, flat)
+        loaded = self._to_session(session_id, flat)
+        if loaded is None:
+            return None
+        session, encoded, version = loaded
+        if cache is not None:
+            cache.put(session, encoded, version, generation)
+        return session
+
+    def _start_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.start()
+
+    async def wait_for_cache(self, within: float = 5.0) -> bool:
+        """Start the near cache's subscription and wait until it is on; False if it did not
+        come on in time (or there is no cache). For start-up and tests."""
+        if self._listener is None:
+            return False
+        self._listener.start()
+        return await self._listener.wait_subscribed(within)
 
     async def update(
         self,
@@ -659,15 +754,26 @@ class RedisSessionStore:
         removals = check_removals(remove)
         if not is_well_formed_session_id(session_id):
             return False
-        args: list[Any] = [self._idle_us, self._absolute_us, len(encoded)]
+        args: list[Any] = [
+            self._idle_us,
+            self._absolute_us,
+            self._channel,
+            session_id,
+            len(encoded),
+        ]
         for key, value in encoded.items():
             args += [f"{DATA_FIELD_PREFIX}{key}", value]
         args += [f"{DATA_FIELD_PREFIX}{key}" for key in removals]
         try:
-            applied = await self._update(keys=[self._session_key(session_id)], args=args)
+            version = int(await self._update(keys=[self._session_key(session_id)], args=args))
         except _BACKEND_ERRORS as exc:
             raise _unavailable(exc) from exc
-        return bool(applied)
+        if self._cache is not None:
+            if version:
+                self._cache.updated(session_id, version, encoded, tuple(removals))
+            elif self._cache.get(session_id)[1]:
+                self._cache.invalidate(session_id, DELETED)
+        return version > 0
 
     async def delete(self, session_id: str) -> bool:
         if not is_well_formed_session_id(session_id):
@@ -675,21 +781,33 @@ class RedisSessionStore:
         try:
             ended = await self._delete(
                 keys=[self._session_key(session_id)],
-                args=[session_id, self._idle_us, self._absolute_us, self._user_prefix],
+                args=[
+                    session_id,
+                    self._idle_us,
+                    self._absolute_us,
+                    self._user_prefix,
+                    self._channel,
+                ],
             )
         except _BACKEND_ERRORS as exc:
             raise _unavailable(exc) from exc
+        if self._cache is not None:
+            # At once here; other instances hear it on the channel.
+            self._cache.invalidate(session_id, DELETED)
         return bool(ended)
 
     async def delete_user_sessions(self, username: str) -> int:
         check_username(username)
         try:
-            ended = await self._delete_user(
+            ended, *removed = await self._delete_user(
                 keys=[f"{self._user_prefix}{username}"],
-                args=[self._session_prefix, self._idle_us, self._absolute_us],
+                args=[self._session_prefix, self._idle_us, self._absolute_us, self._channel],
             )
         except _BACKEND_ERRORS as exc:
             raise _unavailable(exc) from exc
+        if self._cache is not None:
+            for session_id in removed:
+                self._cache.invalidate(session_id, DELETED)
         return int(ended)
 
     async def purge_expired(self, limit: int = 10_000) -> int:
@@ -703,6 +821,8 @@ class RedisSessionStore:
             raise _unavailable(exc) from exc
 
     async def aclose(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
         await self._client.aclose()
         if self._sentinel is not None:
             await self._sentinel.aclose()
