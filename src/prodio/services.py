@@ -18,6 +18,7 @@ from prodio.session.cookies import CookiePolicy
 from prodio.session.factory import build_login_throttle
 from prodio.session.throttle import LoginThrottle
 from prodio.session.tokens import SessionTokenCodec
+from prodio.uploads import UploadRegistry, build_upload_registry
 from prodio.users import build_user_store
 from prodio.users.authenticate import PasswordAuthenticator
 from prodio.users.base import UserStore
@@ -31,6 +32,7 @@ class Services:
     settings: Settings
     sessions: SessionStore
     throttle: LoginThrottle
+    uploads: UploadRegistry
     users: UserStore
     tokens: SessionTokenCodec
     csrf: CsrfTokens
@@ -46,19 +48,23 @@ def build_services(
     users: UserStore | None = None,
     hasher: PasswordHasher | None = None,
     throttle: LoginThrottle | None = None,
+    uploads: UploadRegistry | None = None,
 ) -> Services:
-    """Build every service from ``settings``; tests may pass ready-made stores, a hasher or
-    a throttle. The login throttle follows the session store: in Redis when the sessions
-    are, in this process otherwise."""
+    """Build every service from ``settings``; tests may pass ready-made stores, a hasher, a
+    throttle or an upload registry. The login throttle and the upload registry follow the
+    session store: in Redis when the sessions are, in this process otherwise."""
     secret = settings.secret()
     user_store = users if users is not None else build_user_store(settings)
     session_store = sessions if sessions is not None else build_session_store(settings)
     if throttle is None:
         throttle = build_login_throttle(settings, session_store)
+    if uploads is None:
+        uploads = build_upload_registry(settings, session_store)
     return Services(
         settings=settings,
         sessions=session_store,
         throttle=throttle,
+        uploads=uploads,
         users=user_store,
         tokens=SessionTokenCodec(
             secret,

@@ -14,6 +14,7 @@ from prodio.ui.loop import call_with_running_loop
 from prodio.ui.paths import CSS_FILE, JS_FILE, asset_url
 from prodio.ui.state import UserState
 from prodio.ui.theme import prodio_theme
+from prodio.uploads.base import cleanup_interval
 
 
 def gradio_user(request: Request) -> str | None:
@@ -48,6 +49,16 @@ def footer_links(settings: Settings) -> list[str]:
     return ["api"] if settings.show_api else []
 
 
+def file_lifetime(settings: Settings) -> tuple[int, int]:
+    """Gradio's ``delete_cache``: (seconds between sweeps, age at which a file goes).
+
+    Gradio keeps the files it writes (uploads, outputs) forever unless told otherwise. A
+    bounded lifetime is what lets an upload's ownership record (prodio.uploads) outlive
+    the file it guards; Gradio also deletes them all when the instance shuts down.
+    """
+    return cleanup_interval(settings.upload_lifetime), settings.upload_lifetime
+
+
 def mount_page(
     app: FastAPI, settings: Settings, store: SessionStore, page: Page, path: str
 ) -> None:
@@ -69,6 +80,8 @@ def _mount(
     path: str,
 ) -> None:
     blocks = build_blocks(settings, UserState(store), tabs, title=title)
+    # Read by mount_gradio_app when it builds the app's lifespan.
+    blocks.delete_cache = file_lifetime(settings)
     gr.mount_gradio_app(
         app,
         blocks,
