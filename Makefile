@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck clean bench
+.PHONY: install run test lint typecheck clean bench audit lock
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every dependency: what the tests run is what `make audit` checks.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +28,20 @@ typecheck: install
 test: lint typecheck
 	$(BIN)/pytest
 
+# Known advisories in requirements.lock (pip-audit); says so loudly when no advisory
+# database can be reached.
+audit: install
+	$(BIN)/python .ci/audit.py
+
+# Re-pin every dependency after changing pyproject.toml: resolves in a fresh venv.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	.lock-venv/bin/pip freeze --exclude-editable > requirements.lock
+	rm -rf .lock-venv
+
 # Benchmarks (see docs/performance.md): `make bench`, or `make bench ARGS=--quick` (about a minute).
 # Installs wrk, redis-server and nginx from apt when missing, and the bench extra (plot, profilers).
 bench: install
@@ -35,4 +50,4 @@ bench: install
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

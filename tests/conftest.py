@@ -7,6 +7,17 @@ import shutil
 
 import pytest
 
+# Importing schemathesis (its pytest plugin does, at start-up, for every test run of this
+# repository) replaces Hypothesis' RepresentationPrinter with one that prints nothing, to
+# save time in schemathesis' own runner: a failing @given test anywhere in the suite would
+# report every value blank. Putting the original printer back costs nothing until a test
+# fails (tests/fuzz/test_harness.py checks it).
+import schemathesis  # noqa: F401  (its import-time patch must have happened before it is undone)
+from hypothesis import core
+from hypothesis.vendor.pretty import RepresentationPrinter
+
+core.RepresentationPrinter = RepresentationPrinter
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

@@ -304,6 +304,24 @@ async def test_logout_needs_the_session_token_and_ends_the_session(env: AppUnder
 
 
 @pytest.mark.anyio
+async def test_logout_clears_the_site_data(env: AppUnderTest) -> None:
+    await env.login("alice", PASSWORD)
+    await env.client.get("/login")  # a pre-login CSRF cookie too, as a stale tab leaves one
+    token = form_fields((await env.client.get("/logout", headers=PAGE)).text)["csrf_token"]
+    done = await env.client.post("/logout", data={"csrf_token": token}, headers={**PAGE, **ORIGIN})
+    assert done.status_code == 303
+    assert done.headers["clear-site-data"] == '"cookies"'
+    # And for browsers that ignore it (or a plain-HTTP site, where it does not apply):
+    expired = {c.split("=", 1)[0] for c in done.headers.get_list("set-cookie") if "Max-Age=0" in c}
+    assert expired == {"prodio_session", "prodio_csrf"}
+    # A refused logout clears nothing.
+    await env.login("alice", PASSWORD)
+    refused = await env.client.post("/logout", data={"csrf_token": "x.y"}, headers=ORIGIN)
+    assert refused.status_code == 403
+    assert "clear-site-data" not in refused.headers
+
+
+@pytest.mark.anyio
 async def test_token_for_another_session_cannot_log_out(env: AppUnderTest) -> None:
     await env.login("alice", PASSWORD)
     async with env.new_client() as other:
@@ -372,6 +390,35 @@ async def test_password_change_ends_older_sessions(tmp_path: Path) -> None:
         relogin = await env.login("alice", "a brand new password")
         assert relogin.status_code == 303
         assert (await env.client.get("/api/session", headers=FETCH)).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_an_account_made_again_under_the_same_name_has_none_of_the_old_sessions(
+    tmp_path: Path,
+) -> None:
+    async with running_app(tmp_path, account_recheck_interval=0) as env:
+        env.add_user("alice", PASSWORD)
+        await env.login("alice", PASSWORD)
+        # Removed and made again at once (before any request saw the removal), as a
+        # script of another process could.
+        env.users.remove("alice")
+        env.add_user("alice", "another password 42")
+        assert (await env.client.get("/api/session", headers=FETCH)).status_code == 401
+        assert _sessions(env) == 0
+
+
+@pytest.mark.anyio
+async def test_a_temporary_password_leads_to_the_change_page(env: AppUnderTest) -> None:
+    env.users.add("carol", env.hasher.hash("temporary pass 1"), must_change_password=True)
+    response = await env.login("carol", "temporary pass 1", next_path="/api/session")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/account/password"
+    assert (await env.client.get("/api/session", headers=FETCH)).status_code == 403
+    # The flag lives in the session: no store round trip decides it.
+    claims = env.services.tokens.verify(session_cookie_of(response) or "")
+    session = await env.sessions.load(claims.session_id)
+    assert session is not None
+    assert session.data["auth.must_change_password"] is True
 
 
 # --- forged tokens ----------------------------------------------------------------------

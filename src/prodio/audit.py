@@ -55,6 +55,7 @@ EVENT_SESSION_REVOKED: Final = "session.revoked"
 EVENT_CSRF_REJECTED: Final = "csrf.rejected"
 EVENT_ORIGIN_REJECTED: Final = "origin.rejected"
 EVENT_ACCESS_DENIED: Final = "access.denied"
+EVENT_PASSWORD_CHANGE: Final = "password.change"
 
 SUCCESS: Final = "success"
 FAILURE: Final = "failure"

@@ -40,6 +40,7 @@ from prodio.users import (
 
 PROG = "prodio"
 FIRST_USER = "admin"
+TEMPORARY_NOTE = " (temporary password: it must be changed at the next sign-in)"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -69,7 +70,8 @@ def _first_user_box(username: str, password: str) -> str:
         f"    password:  {password}",
         "",
         "This password is shown only ONCE: note it now.",
-        f"Change it with:  prodio users set-password {username}",
+        "Signing in with it leads to a page where you must choose your own",
+        f"before anything else (or set one now: prodio users set-password {username}).",
     ]
     width = max(len(line) for line in lines)
     border = "+" + "-" * (width + 2) + "+"
@@ -83,7 +85,9 @@ def bootstrap_first_user(
     """Make sure somebody can log in; return the password made for ``admin``, if any.
 
     With no user at all: in dev mode make ``admin`` with a random password and show it
-    once; otherwise say how to add a user (the server still starts).
+    once; otherwise say how to add a user (the server still starts). The password is a
+    temporary one: its first sign-in must change it (ASVS 6.3.2, 6.4.1), since it sat in a
+    console (and maybe a log) in plain text.
     """
     if store.count() > 0:
         return None
@@ -96,7 +100,7 @@ def bootstrap_first_user(
         return None
     password = secrets.token_urlsafe(12)
     try:
-        store.add(FIRST_USER, hasher.hash(password))
+        store.add(FIRST_USER, hasher.hash(password), must_change_password=True)
     except UserExists:
         # Another instance starting at the same time made it first; it showed its password.
         return None
@@ -330,7 +334,8 @@ def _revoke_sessions(settings: Settings, username: str) -> None:
         print(
             f"{PROG}: note: sessions are kept in the server's memory "
             "(PRODIO_SESSION_BACKEND=memory), out of this command's reach: "
-            f"{username}'s open sessions end at their expiry or when the server restarts",
+            f"the server ends {username}'s open sessions at their next request, within "
+            f"{settings.account_recheck_interval:g} s (PRODIO_ACCOUNT_RECHECK_INTERVAL)",
             file=sys.stderr,
         )
         return
@@ -351,8 +356,8 @@ def _users_add(args: argparse.Namespace) -> int:
             raise UserExists(f"user {name} already exists")
         password = _read_new_password(name, args.password_stdin)
         password_hash = _new_password_hasher().hash(password, username=name)
-        store.add(name, password_hash)
-    print(f"added user {name}")
+        store.add(name, password_hash, must_change_password=args.temporary)
+    print(f"added user {name}" + (TEMPORARY_NOTE if args.temporary else ""))
     return EXIT_OK
 
 
@@ -366,7 +371,8 @@ def _users_list(args: argparse.Namespace) -> int:
     rows = [("NAME", "STATUS", "CREATED")] + [
         (
             user.username,
-            "disabled" if user.disabled else "active",
+            ("disabled" if user.disabled else "active")
+            + (",temporary-password" if user.must_change_password else ""),
             user.created_at.strftime("%Y-%m-%d %H:%M UTC"),
         )
         for user in users
@@ -394,8 +400,8 @@ def _users_set_password(args: argparse.Namespace) -> int:
         _require_user(store, name)
         password = _read_new_password(name, args.password_stdin)
         password_hash = _new_password_hasher().hash(password, username=name)
-        store.set_password_hash(name, password_hash)
-    print(f"changed the password of {name}")
+        store.set_password_hash(name, password_hash, must_change_password=args.temporary)
+    print(f"changed the password of {name}" + (TEMPORARY_NOTE if args.temporary else ""))
     _revoke_sessions(settings, name)
     return EXIT_OK
 
@@ -503,8 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
         return action
 
     stdin_help = "read the password from the first line of standard input instead of asking"
+    temporary_help = (
+        "a temporary password: the user must choose their own at the next sign-in, "
+        "before anything else"
+    )
     add = with_name("add", "add a user (asks for the password)", _users_add)
     add.add_argument("--password-stdin", action="store_true", help=stdin_help)
+    add.add_argument("--temporary", action="store_true", help=temporary_help)
     listing = actions.add_parser("list", help="list the users", description="List the users.")
     listing.set_defaults(handler=_users_list)
     with_name("remove", "remove a user and end their sessions", _users_remove)
@@ -512,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
         "set-password", "set a user's password and end their sessions", _users_set_password
     )
     set_password.add_argument("--password-stdin", action="store_true", help=stdin_help)
+    set_password.add_argument("--temporary", action="store_true", help=temporary_help)
     with_name("disable", "stop a user from logging in and end their sessions", _users_disable)
     with_name("enable", "let a disabled user log in again", _users_enable)
     return parser

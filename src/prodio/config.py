@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     login_max_failures: Annotated[int, Field(ge=1)] = 5
     login_max_failures_per_ip: Annotated[int, Field(ge=1)] = 50
     login_failure_window: Annotated[float, Field(gt=0, le=MAX_LOGIN_FAILURE_WINDOW)] = 15 * 60.0
+    # Attempts whose password is still being checked: at most this many at once per account
+    # and per client (429 "busy" beyond, never a lock), and how long an attempt that was
+    # never reported (its process died) stays in flight before it counts as a failure.
+    login_max_in_flight: Annotated[int, Field(ge=1)] = 3
+    login_max_in_flight_per_ip: Annotated[int, Field(ge=1)] = 10
+    login_attempt_timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # How long an address the account signed in from stays exempt from that account's lock
+    # (its own limit still applies); 0 turns the exemption off.
+    login_known_client_ttl: Annotated[float, Field(ge=0, le=365 * 24 * 3600)] = 30 * 24 * 3600.0
 
     cookie_secure: bool = False
     cookie_samesite: Literal["lax", "strict"] = "lax"

@@ -6,13 +6,18 @@ from fastapi import FastAPI
 
 from prodio.config import Settings, load_settings
 from prodio.lifespan import lifespan_for
-from prodio.middleware.auth import AuthMiddleware, PublicPaths, SessionAuthenticator
+from prodio.middleware.auth import (
+    PASSWORD_CHANGE_PATH,
+    AuthMiddleware,
+    PublicPaths,
+    SessionAuthenticator,
+)
 from prodio.middleware.headers import SecurityHeadersMiddleware
 from prodio.middleware.logging import RequestLoggingMiddleware, SessionTagger
 from prodio.middleware.origin import OriginCheckMiddleware
 from prodio.middleware.session import SessionMiddleware
 from prodio.middleware.uploads import UploadOwnershipMiddleware
-from prodio.routes import api, health, login
+from prodio.routes import account, api, health, login
 from prodio.routes.home import mount_home
 from prodio.routes.static import mount_static
 from prodio.services import Services, build_services
@@ -33,7 +38,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         lifespan=lifespan_for(services),
     )
     app.state.services = services
-    for router in (health.router, login.router):
+    for router in (health.router, login.router, account.router):
         app.include_router(router)
     api.add_api_routes(app)
     mount_static(app, app_name=settings.app_name)
@@ -69,7 +74,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.add_middleware(
         SecurityHeadersMiddleware,
         hsts=settings.cookie_secure,
-        prodio_pages={"/login", "/logout"},
+        prodio_pages={"/login", "/logout", PASSWORD_CHANGE_PATH},
         # Gradio's build assets have content-hashed names and hold no user data.
         cacheable_prefixes=(settings.mount_path.rstrip("/") + "/assets/",),
     )

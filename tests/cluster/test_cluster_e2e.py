@@ -464,7 +464,18 @@ def assert_login_unavailable(cluster: Cluster) -> None:
 
 def assert_fails_closed(cluster: Cluster, browser: Browser) -> float:
     """Protected requests get 503 on both instances; health stays up. Returns the seconds
-    the slowest refusal took."""
+    the slowest refusal took.
+
+    An instance answers sessions it holds in its near cache until its invalidation channel
+    has been silent for a few seconds (session/redis_cache.py: no change or revocation can
+    happen while Redis is out anyway); then every protected request fails closed.
+    """
+    wait_for(
+        lambda: all(browser.get("/api/session").status_code == 503 for _ in range(2)),
+        timeout=20,
+        interval=0.1,
+        what="both instances to refuse while Redis is out",
+    )
     slowest = 0.0
     seen: set[str | None] = set()
     for _ in range(2):

@@ -12,12 +12,21 @@ from starlette.testclient import TestClient
 from starlette.types import Scope
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from prodio.middleware.auth import AuthenticatedUser, AuthMiddleware, PublicPaths
+from prodio.middleware.auth import (
+    SESSION_MUST_CHANGE_PASSWORD,
+    AuthenticatedUser,
+    AuthMiddleware,
+    PublicPaths,
+)
 from prodio.middleware.session import STATE_STORE_UNAVAILABLE
 from prodio.session.base import Session, SessionStoreUnavailable
 
 PUBLIC = PublicPaths(exact={"/login", "/healthz"}, prefixes={"/static/"})
 SESSION = Session("sid", "alice", 0.0, 0.0, 1e12, 1e12)
+# A session that may only change its password (a temporary password was used to sign in).
+MUST_CHANGE = Session(
+    "sid2", "carol", 0.0, 0.0, 1e12, 1e12, data={SESSION_MUST_CHANGE_PASSWORD: True}
+)
 
 
 class HeaderAuthenticator:
@@ -28,6 +37,8 @@ class HeaderAuthenticator:
             if key == b"x-test-user":
                 if value == b"store-down":
                     raise SessionStoreUnavailable
+                if value == b"carol":
+                    return AuthenticatedUser("carol", MUST_CHANGE)
                 return AuthenticatedUser(value.decode(), SESSION)
         if b"x-store-down" in dict(scope["headers"]):
             scope["state"][STATE_STORE_UNAVAILABLE] = True
@@ -175,6 +186,51 @@ def test_websocket_without_session_is_closed_with_policy_violation() -> None:
         assert closed.value.code == 1008
         with client.websocket_connect("/ws", headers={"x-test-user": "alice"}) as ws:
             assert ws.receive_text() == "hello"
+
+
+CAROL = {"x-test-user": "carol"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["/", "/gradio_api/queue/join", "/api/session", "/account"])
+async def test_a_session_that_must_change_its_password_reaches_nothing_else(path: str) -> None:
+    async with _client() as client:
+        page = await client.get(path, headers={**PAGE, **CAROL})
+        api = await client.post(path, headers={**FETCH, **CAROL})
+    assert page.status_code == 303
+    assert page.headers["location"] == "/account/password"
+    assert page.headers["cache-control"] == "no-store"
+    assert api.status_code == 403
+    assert api.json() == {
+        "detail": "password change required",
+        "password_change_url": "/account/password",
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "path", ["/account/password", "/logout", "/login", "/healthz", "/static/prodio.css"]
+)
+async def test_a_session_that_must_change_its_password_reaches_the_change_and_logout(
+    path: str,
+) -> None:
+    async with _client() as client:
+        for method in ("GET", "POST"):
+            response = await client.request(method, path, headers={**PAGE, **CAROL})
+            assert response.status_code == 200, (method, path)
+            assert response.text == "carol"
+
+
+def test_a_session_that_must_change_its_password_gets_no_websocket() -> None:
+    app = Starlette(routes=[WebSocketRoute("/ws", ws_endpoint)])
+    wrapped = AuthMiddleware(app, authenticator=HeaderAuthenticator(), public_paths=PUBLIC)
+    with TestClient(wrapped) as client:
+        with (
+            pytest.raises(WebSocketDisconnect) as closed,
+            client.websocket_connect("/ws", headers=CAROL),
+        ):
+            pass
+        assert closed.value.code == 1008
 
 
 def test_public_prefixes_must_end_with_slash() -> None:

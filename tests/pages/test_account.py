@@ -58,3 +58,16 @@ async def test_logout_button_runs_in_the_browser_only() -> None:
     logout = [d for d in config["dependencies"] if d.get("js") and "logout" in d["js"]]
     assert len(logout) == 1
     assert logout[0]["backend_fn"] is False
+
+
+async def test_change_password_is_a_plain_link_to_prodios_page() -> None:
+    with gr.Blocks() as blocks:
+        AccountTab().build(UserState(new_store()))
+    config = blocks.get_config_file()
+    [button] = [
+        c for c in config["components"] if c["props"].get("elem_id") == "account-change-password"
+    ]
+    assert button["props"]["link"] == "/account/password"
+    assert button["props"]["link_target"] == "_self"
+    # No event: the browser opens the page, which carries its own CSRF token.
+    assert not any(button["id"] in d.get("targets", [[None]])[0] for d in config["dependencies"])

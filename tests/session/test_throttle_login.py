@@ -1,5 +1,7 @@
 """Login throttling through the whole app: 429 with Retry-After, per account and per client,
-no password hashing while locked, shared by instances through Redis, closed when Redis is down.
+no password hashing while locked, attempts in flight that are not failures, the owner's own
+addresses spared by an account lock, shared by instances through Redis, closed when Redis is
+down.
 
 The client address is the ASGI scope's ``client``, set per test client through
 ``httpx.ASGITransport(client=...)`` as uvicorn would set it.
@@ -91,7 +93,7 @@ def assert_locked(response: httpx.Response, window: float = WINDOW) -> None:
     assert form_fields(response.text)["csrf_token"]
 
 
-async def test_failures_lock_the_account_from_every_address(
+async def test_failures_lock_the_account_from_every_unknown_address(
     env: AppUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     verify = VerifyCounter(env, monkeypatch)
@@ -223,6 +225,81 @@ async def test_failures_and_locks_are_audited(
     assert refused.outcome == "locked"  # type: ignore[attr-defined]
     assert refused.locked_by == "account"  # type: ignore[attr-defined]
     assert 1 <= refused.retry_after <= WINDOW  # type: ignore[attr-defined]
+
+
+# --- the attacks of issue 6.1.1 -----------------------------------------------------------
+
+HOME = "198.51.100.77"
+
+
+async def test_the_owner_signs_in_while_an_attacker_hammers_the_account(
+    env: AppUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Malicious lockout: anyone who knows a user name could lock the account for everyone.
+    The account's own recent addresses are spared; every other address stays locked."""
+    assert (await login_from(env, HOME, "alice", PASSWORD)).status_code == 303
+    verify = VerifyCounter(env, monkeypatch)
+    for index in range(MAX_FAILURES):
+        response = await login_from(env, f"203.0.113.{index + 1}", "alice", "guess")
+        assert response.status_code == 401
+    for index in range(5):
+        # The attacker keeps trying, from anywhere: refused, no password checked.
+        assert_locked(await login_from(env, f"203.0.113.{index + 50}", "alice", "guess"))
+    assert verify.calls == MAX_FAILURES
+    # Alice, at home: in. From a new place: locked, like the attacker.
+    assert (await login_from(env, HOME, "alice", PASSWORD)).status_code == 303
+    assert_locked(await login_from(env, "192.0.2.88", "alice", PASSWORD))
+    # The attacker cannot borrow her address's exemption by guessing from it: it has a limit
+    # of its own (an office NAT shared with the attacker gives no unlimited guesses).
+    for _ in range(MAX_FAILURES):
+        assert (await login_from(env, HOME, "alice", "guess")).status_code == 401
+    assert_locked(await login_from(env, HOME, "alice", PASSWORD))
+
+
+class SlowPasswords:
+    """Holds every password check until released: logins that stay in flight."""
+
+    def __init__(self, env: AppUnderTest, monkeypatch: pytest.MonkeyPatch, held: int) -> None:
+        self.release = anyio.Event()
+        self.all_held = anyio.Event()
+        self.waiting = 0
+        original = env.services.passwords.authenticate
+
+        async def slow_authenticate(username: str, password: str) -> Any:
+            self.waiting += 1
+            if self.waiting == held:
+                self.all_held.set()
+            await self.release.wait()
+            return await original(username, password)
+
+        monkeypatch.setattr(env.services.passwords, "authenticate", slow_authenticate)
+
+
+async def test_a_queue_of_slow_logins_does_not_lock_the_account(
+    env: AppUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attempts still being checked used to count as failures: a queue of slow logins
+    locked the account for a whole window. Now they only make others wait a moment."""
+    await login_from(env, "203.0.113.1", "alice", "guess")  # one real failure
+    slow = SlowPasswords(env, monkeypatch, held=2)
+    statuses: list[int] = []
+
+    async def slow_login(ip: str) -> None:
+        statuses.append((await login_from(env, ip, "alice", PASSWORD)).status_code)
+
+    async with anyio.create_task_group() as tasks:
+        for ip in ("192.0.2.1", "192.0.2.2"):
+            tasks.start_soon(slow_login, ip)
+        await slow.all_held.wait()
+        # One failure and two in flight: the limit of 3 is taken, but nothing is locked.
+        busy = await login_from(env, "192.0.2.3", "alice", PASSWORD)
+        assert busy.status_code == 429
+        assert busy.headers["retry-after"] == "1"
+        assert "Too many sign-in attempts at the same time" in busy.text
+        assert LOCK_MESSAGE not in busy.text
+        slow.release.set()
+    assert statuses == [303, 303]
+    assert (await login_from(env, "192.0.2.3", "alice", PASSWORD)).status_code == 303
 
 
 # --- Redis: several instances, and the backend down -----------------------------------------

@@ -10,12 +10,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.routing import Match
 
 from prodio.config import Settings
 from prodio.routes.home import mount_home
 from prodio.routes.static import mount_static
 from prodio.session.memory import InMemorySessionStore
-from prodio.ui.mount import page_head
+from prodio.ui.mount import GradioApiShortcut, page_head
 from tests.ui.helpers import TEST_COOKIE, FakeAuthMiddleware, new_store
 
 pytestmark = pytest.mark.anyio
@@ -203,3 +204,41 @@ def test_page_head_escapes_the_app_name() -> None:
     head = page_head(Settings(secret_key="k" * 40, app_name='x"><script>'))
     assert '"><script>' not in head
     assert "x&quot;&gt;&lt;script&gt;" in head
+
+
+@pytest.mark.parametrize("mount_path", ["/", "/app"])
+def test_gradio_api_requests_go_straight_to_the_mount(
+    store: InMemorySessionStore, mount_path: str
+) -> None:
+    app = make_app(store, mount_path=mount_path)
+    shortcut = app.router.routes[0]
+    assert isinstance(shortcut, GradioApiShortcut)
+    base = mount_path.rstrip("/")
+
+    def match(path: str) -> Match:
+        scope = {"type": "http", "path": path, "root_path": "", "method": "POST"}
+        return shortcut.matches(scope)[0]
+
+    assert match(f"{base}/gradio_api/run/predict") == Match.FULL
+    assert match(f"{base}/gradio_api/queue/join") == Match.FULL
+    # Everything else is left to the routes in their order: prodio's own, then the mount.
+    for path in ("/login", "/static/prodio.css", f"{base}/config", f"{base}/gradio_apix"):
+        assert match(path) == Match.NONE
+
+
+async def test_events_work_through_the_shortcut_under_a_mount_path(
+    store: InMemorySessionStore,
+) -> None:
+    session = await store.create("alice")
+    async with await client_for(make_app(store, mount_path="/app"), session.id) as client:
+        config = (await client.get("/app/config")).json()
+        response = await client.post(
+            "/app/gradio_api/run/predict",
+            json={
+                "fn_index": fn_index(config, "notepad_save"),
+                "data": ["through the shortcut"],
+                "session_hash": "h1",
+            },
+        )
+    assert response.status_code == 200, response.text
+    assert "Saved 1 time" in json.dumps(response.json())

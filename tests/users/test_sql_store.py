@@ -10,7 +10,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, create_engine, inspect, make_url, select, text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    inspect,
+    make_url,
+    select,
+    text,
+)
 
 from prodio.config import Settings, SettingsError
 from prodio.users import (
@@ -18,6 +32,7 @@ from prodio.users import (
     InvalidUsername,
     SchemaVersionError,
     SqlUserStore,
+    StalePasswordHash,
     UserExists,
     UserNotFound,
     UserStore,
@@ -25,8 +40,10 @@ from prodio.users import (
     build_user_store,
 )
 from prodio.users import sql as sql_module
-from prodio.users.sql import MIGRATIONS, Migration, schema_version_table
+from prodio.users.sql import MIGRATIONS, Migration, UtcDateTime, schema_version_table
 from tests.users.support import free_port
+
+LATEST = 2
 
 
 def _sqlalchemy_url(database_url: str) -> str:
@@ -64,7 +81,7 @@ def test_fresh_database_has_version_zero_until_migrated(database_url: str) -> No
     try:
         assert fresh.schema_version() == 0
         fresh.migrate()
-        assert fresh.schema_version() == len(MIGRATIONS) == 1
+        assert fresh.schema_version() == len(MIGRATIONS) == LATEST
     finally:
         fresh.close()
 
@@ -81,12 +98,12 @@ def test_migrate_is_idempotent_and_keeps_data(
     finally:
         again.close()
     rows = raw.execute(select(schema_version_table.c.version)).scalars().all()
-    assert rows == [1]
+    assert rows == list(range(1, LATEST + 1))
     tables = set(inspect(raw).get_table_names())
     assert {"users", "prodio_schema_version"} <= tables
 
 
-def test_v1_creates_the_documented_columns(store: SqlUserStore, raw: Connection) -> None:
+def test_migrations_create_the_documented_columns(store: SqlUserStore, raw: Connection) -> None:
     columns = {column["name"] for column in inspect(raw).get_columns("users")}
     assert columns == {
         "id",
@@ -95,6 +112,9 @@ def test_v1_creates_the_documented_columns(store: SqlUserStore, raw: Connection)
         "disabled",
         "created_at",
         "password_changed_at",
+        # v2
+        "must_change_password",
+        "session_epoch",
     }
 
 
@@ -115,7 +135,7 @@ def test_database_newer_than_the_code_is_refused(
         newer.close()
     message = str(caught.value)
     assert "schema version 99" in message
-    assert "up to 1" in message
+    assert f"up to {LATEST}" in message
     assert "upgrade prodio" in message
     assert isinstance(caught.value, UserStoreUnavailable)
 
@@ -129,12 +149,13 @@ def test_each_migration_runs_once_in_order(
         calls.append(2)
         connection.execute(text("CREATE TABLE extra (id INTEGER PRIMARY KEY)"))
 
-    monkeypatch.setattr(sql_module, "MIGRATIONS", (*MIGRATIONS, Migration(2, "add extra", v2)))
+    extra = Migration(LATEST + 1, "add extra", v2)
+    monkeypatch.setattr(sql_module, "MIGRATIONS", (*MIGRATIONS, extra))
     fresh = SqlUserStore(database_url)
     try:
         fresh.migrate()
         fresh.migrate()
-        assert fresh.schema_version() == 2
+        assert fresh.schema_version() == LATEST + 1
     finally:
         fresh.close()
     assert calls == [2]
@@ -145,7 +166,8 @@ def test_each_migration_runs_once_in_order(
     ).all()
     assert [tuple(row) for row in described] == [
         (1, "create the users table"),
-        (2, "add extra"),
+        (2, "add must_change_password and session_epoch"),
+        (LATEST + 1, "add extra"),
     ]
 
 
@@ -156,19 +178,20 @@ def test_a_failing_migration_leaves_nothing_behind(
         connection.execute(text("CREATE TABLE half_done (id INTEGER PRIMARY KEY)"))
         raise RuntimeError("migration bug")
 
-    monkeypatch.setattr(sql_module, "MIGRATIONS", (*MIGRATIONS, Migration(2, "broken", broken)))
+    broken_step = Migration(LATEST + 1, "broken", broken)
+    monkeypatch.setattr(sql_module, "MIGRATIONS", (*MIGRATIONS, broken_step))
     with pytest.raises(RuntimeError, match="migration bug"):
         store.migrate()
     # The DDL ran inside the migration's transaction, so it went with the rollback.
     assert "half_done" not in inspect(raw).get_table_names()
-    assert store.schema_version() == 1
+    assert store.schema_version() == LATEST
 
 
 def test_migration_versions_must_be_consecutive(
     store: SqlUserStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        sql_module, "MIGRATIONS", (*MIGRATIONS, Migration(3, "gap", lambda _: None))
+        sql_module, "MIGRATIONS", (*MIGRATIONS, Migration(LATEST + 2, "gap", lambda _: None))
     )
     with pytest.raises(RuntimeError, match=r"1, 2, 3"):
         store.migrate()
@@ -194,7 +217,8 @@ def test_concurrent_migrations_apply_once(database_url: str, raw: Connection) ->
     for one in stores:
         one.close()
     assert errors == []
-    assert raw.execute(select(schema_version_table.c.version)).scalars().all() == [1]
+    versions = raw.execute(select(schema_version_table.c.version)).scalars().all()
+    assert versions == list(range(1, LATEST + 1))
 
 
 # -- users -----------------------------------------------------------------------------
@@ -219,6 +243,16 @@ def test_add_and_get(store: SqlUserStore) -> None:
     assert _is_utc(fetched.password_changed_at)
     # The database keeps microseconds on both backends.
     assert fetched.created_at == added.created_at
+    assert fetched.must_change_password is False
+    assert len(fetched.session_epoch) == 16
+    assert fetched.session_epoch == added.session_epoch
+    temporary = store.add("bob", "hash-b", must_change_password=True)
+    assert temporary.must_change_password is True
+    bob = store.get("bob")
+    assert bob is not None
+    assert bob.must_change_password is True
+    # Random: an account made again under an old name never accepts the old sessions.
+    assert bob.session_epoch != fetched.session_epoch
 
 
 def test_get_unknown_or_invalid_names_returns_none(store: SqlUserStore) -> None:
@@ -283,6 +317,76 @@ def test_set_password_hash(store: SqlUserStore) -> None:
     assert _is_utc(changed.password_changed_at)
     with pytest.raises(UserNotFound, match="no user named bob"):
         store.set_password_hash("bob", "hash")
+
+
+def test_set_password_hash_gives_a_new_epoch_unless_told_not_to(store: SqlUserStore) -> None:
+    added = store.add("alice", "hash-1", must_change_password=True)
+    kept = store.set_password_hash("alice", "hash-2", end_sessions=False)
+    assert kept.session_epoch == added.session_epoch
+    assert kept.must_change_password is False
+    assert kept.password_hash == "hash-2"
+    assert kept == store.get("alice")
+    renewed = store.set_password_hash("alice", "hash-3", must_change_password=True)
+    assert renewed.session_epoch not in ("", added.session_epoch)
+    assert renewed.must_change_password is True
+    assert renewed == store.get("alice")
+
+
+def test_a_change_based_on_a_stale_hash_changes_nothing(store: SqlUserStore) -> None:
+    store.add("alice", "hash-1")
+    # An administrator's reset lands between checking the old password and storing the new.
+    reset = store.set_password_hash("alice", "hash-admin", must_change_password=True)
+    with pytest.raises(StalePasswordHash, match="alice was changed meanwhile"):
+        store.set_password_hash("alice", "hash-user", expected_hash="hash-1")
+    assert store.get("alice") == reset
+    changed = store.set_password_hash("alice", "hash-user", expected_hash="hash-admin")
+    assert changed.password_hash == "hash-user"
+    with pytest.raises(UserNotFound):
+        store.set_password_hash("bob", "hash", expected_hash="hash-1")
+
+
+def test_v2_upgrades_a_v1_database_in_place(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, raw: Connection
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(sql_module, "MIGRATIONS", MIGRATIONS[:1])
+        old = SqlUserStore(database_url)
+        old.migrate()
+        old.close()
+    now = datetime.now(UTC)
+    v1_users = Table(
+        "users",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("username", String(64)),
+        Column("password_hash", Text),
+        Column("disabled", Boolean),
+        Column("created_at", UtcDateTime()),
+        Column("password_changed_at", UtcDateTime()),
+    )
+    with raw.begin():
+        raw.execute(
+            v1_users.insert().values(
+                username="alice",
+                password_hash="hash-a",
+                disabled=True,
+                created_at=now,
+                password_changed_at=now,
+            )
+        )
+    upgraded = SqlUserStore(database_url)
+    try:
+        upgraded.migrate()
+        assert upgraded.schema_version() == LATEST
+        alice = upgraded.get("alice")
+        assert alice is not None
+        assert (alice.password_hash, alice.disabled, alice.created_at) == ("hash-a", True, now)
+        # No forced change for existing accounts, and their sessions (no epoch) stay valid.
+        assert alice.must_change_password is False
+        assert alice.session_epoch == ""
+        assert upgraded.add("bob", "hash-b").session_epoch != ""
+    finally:
+        upgraded.close()
 
 
 def test_set_disabled(store: SqlUserStore) -> None:

@@ -1,4 +1,5 @@
-"""Account: who is signed in, since when, until when; and the Logout button."""
+"""Account: who is signed in, since when, until when; the way to change the password; and
+the Logout button."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 
 import gradio as gr
 
+from prodio.middleware.auth import PASSWORD_CHANGE_PATH
 from prodio.pages.base import Tab
 from prodio.session.base import Session
 from prodio.ui.client import LOGOUT_JS
@@ -40,7 +42,8 @@ def describe_session(user: str, session: Session, now: float) -> str:
 
 
 class AccountTab(Tab):
-    """The signed-in user and their session times, with a Logout button."""
+    """The signed-in user and their session times, a link to change the password, and a
+    Logout button."""
 
     title = "Account"
     slug = "account"
@@ -49,6 +52,17 @@ class AccountTab(Tab):
         summary = gr.Markdown(elem_id="account-summary", elem_classes=["prodio-panel"])
         with gr.Row(elem_classes=["prodio-actions"]):
             refresh = gr.Button("Refresh", variant="secondary", scale=0, min_width=120)
+            # A plain link to prodio's own page (a server-rendered form with its CSRF token,
+            # which works without scripts), not a Gradio event.
+            gr.Button(
+                "Change password",
+                link=PASSWORD_CHANGE_PATH,
+                link_target="_self",
+                variant="secondary",
+                scale=0,
+                min_width=160,
+                elem_id="account-change-password",
+            )
             logout = gr.Button("Log out", variant="stop", scale=0, min_width=120)
         refresh.click(
             self.summary, inputs=None, outputs=[summary], **self.event(api_name="account_refresh")

@@ -9,6 +9,7 @@ session on the request.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -25,7 +26,14 @@ SESSION_PATH = "/api/session"
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+    return _iso_seconds(int(timestamp))
+
+
+# A session's times change rarely (created_at and the absolute expiry never), and six of
+# them are formatted per call.
+@functools.lru_cache(maxsize=4096)
+def _iso_seconds(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 async def session_info(request: Request) -> JSONResponse:

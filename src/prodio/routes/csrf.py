@@ -40,15 +40,22 @@ class CsrfTokens:
         return value is not None and _COOKIE_VALUE.fullmatch(value) is not None
 
     def _mac(self, binding: str, nonce: str) -> str:
-        message = f"{binding}|{nonce}".encode()
-        return _b64(hmac.new(self._key, message, hashlib.sha256).digest())
+        # "surrogatepass": any str encodes (and distinct ones differently), so no binding
+        # can make this raise.
+        message = f"{binding}|{nonce}".encode("utf-8", "surrogatepass")
+        # hmac.digest: the one-shot C path, a third of hmac.new's cost; /api/session issues
+        # a token on every call.
+        return _b64(hmac.digest(self._key, message, "sha256"))
 
     def issue(self, binding: str) -> str:
         nonce = secrets.token_urlsafe(_NONCE_BYTES)
         return f"{nonce}.{self._mac(binding, nonce)}"
 
     def check(self, token: str | None, binding: str) -> bool:
-        if not token or len(token) > _MAX_TOKEN_LENGTH or not binding:
+        """Whether ``token`` was issued for ``binding``. Never raises, whatever the input."""
+        # A token is base64url text: anything else (a lone surrogate from a form decoded in
+        # an exotic charset, say) is no token, and must not reach ``.encode()`` below.
+        if not token or len(token) > _MAX_TOKEN_LENGTH or not token.isascii() or not binding:
             return False
         nonce, sep, mac = token.partition(".")
         if not sep or not nonce:
@@ -64,12 +71,17 @@ class CsrfTokens:
         return f"session:{session_id}"
 
 
-def own_origin(connection: HTTPConnection) -> str:
+def own_origin(connection: HTTPConnection) -> str | None:
+    """This request's own origin, or None when its ``Host`` header cannot be parsed."""
     url = connection.url
-    default_port = {"http": 80, "https": 443}.get(url.scheme)
-    host = url.hostname or ""
-    port = f":{url.port}" if url.port and url.port != default_port else ""
-    return f"{url.scheme}://{host}{port}".lower()
+    try:
+        # The URL is parsed from the client's Host header: "[" or "x:99999" raise here.
+        scheme, host, port_number = url.scheme, url.hostname or "", url.port
+    except ValueError:
+        return None
+    default_port = {"http": 80, "https": 443}.get(scheme)
+    port = f":{port_number}" if port_number and port_number != default_port else ""
+    return f"{scheme}://{host}{port}".lower()
 
 
 def is_same_origin_request(connection: HTTPConnection) -> bool:
@@ -78,20 +90,24 @@ def is_same_origin_request(connection: HTTPConnection) -> bool:
     Browsers send ``Sec-Fetch-Site`` (all current ones) and ``Origin`` on every POST; one of
     them must say "this site". A request with neither is refused: it did not come from a
     browser page of ours, and the token alone should not be the only line of defence.
+    Never raises: a malformed ``Origin`` or ``Host`` header is simply not same-origin.
     """
     fetch_site = connection.headers.get("sec-fetch-site")
     if fetch_site is not None and fetch_site != "same-origin":
         return False
     origin = connection.headers.get("origin")
     if origin is not None:
-        parsed = urlsplit(origin)
-        if origin == "null" or not parsed.scheme or not parsed.netloc:
+        if origin == "null":
             return False
-        default_port = {"http": 80, "https": 443}.get(parsed.scheme)
         try:
+            # Both raise ValueError on a malformed authority ("http://[", a port out of range).
+            parsed = urlsplit(origin)
             port_number = parsed.port
         except ValueError:
             return False
+        if not parsed.scheme or not parsed.netloc:
+            return False
+        default_port = {"http": 80, "https": 443}.get(parsed.scheme)
         port = f":{port_number}" if port_number and port_number != default_port else ""
         normalized = f"{parsed.scheme}://{parsed.hostname or ''}{port}".lower()
         return normalized == own_origin(connection)

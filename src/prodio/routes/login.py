@@ -1,8 +1,11 @@
-"""``/login`` and ``/logout``: the only routes that create or end a session.
+"""``/login`` and ``/logout``: the routes that create or end a session (the password change
+page, ``routes/account.py``, renews one).
 
 A login attempt passes, in order: the form checks, the CSRF token and origin, the login
-throttle (a locked account or client gets 429 with ``Retry-After`` before any password is
-hashed), and only then the password check. Each outcome is an audit event.
+throttle (a locked account or client, or too many attempts in flight, gets 429 with
+``Retry-After`` before any password is hashed), and only then the password check. Each
+outcome is an audit event. An account whose password must be changed gets a session that
+can reach only the password change page (``middleware/auth.py`` enforces it).
 """
 
 from __future__ import annotations
@@ -32,12 +35,22 @@ from prodio.audit import (
     audit,
     client_address,
 )
+from prodio.middleware.auth import (
+    PASSWORD_CHANGE_PATH,
+    SESSION_EPOCH,
+    SESSION_MUST_CHANGE_PASSWORD,
+)
 from prodio.routes.csrf import CsrfTokens, is_same_origin_request
 from prodio.routes.deps import OptionalSessionDep, ServicesDep, SessionDep
 from prodio.services import Services
-from prodio.session.base import SessionStoreUnavailable
-from prodio.session.throttle import LoginAttempt, ThrottleUnavailable, account_key
-from prodio.users.base import UserStoreUnavailable
+from prodio.session.base import JSONValue, SessionStoreUnavailable
+from prodio.session.throttle import (
+    LoginAttempt,
+    LoginFailure,
+    ThrottleUnavailable,
+    account_key,
+)
+from prodio.users.base import User, UserStoreUnavailable
 
 logger = logging.getLogger("prodio.login")
 router = APIRouter(include_in_schema=False)
@@ -52,6 +65,11 @@ LOCKED_ERROR = (
     "Too many failed sign-in attempts. For your security, sign-in is paused: "
     "please try again in {wait}."
 )
+BUSY_ERROR = "Too many sign-in attempts at the same time. Please try again in a moment."
+# Removes every cookie of the site (the session's and the CSRF cookie, and any other) from
+# the browser at logout. Browsers apply it to the whole registrable domain: see
+# docs/security.md.
+CLEAR_SITE_DATA = '"cookies"'
 # What the audit log names a submitted name that cannot be an account.
 INVALID_NAME = "(invalid name)"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -77,7 +95,7 @@ def safe_next(raw: str | None, home: str) -> str:
     return raw
 
 
-async def _read_form(request: Request) -> FormData:
+async def read_form(request: Request) -> FormData:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise BadForm("expected a form submission")
@@ -87,14 +105,20 @@ async def _read_form(request: Request) -> FormData:
         raise BadForm(str(exc)) from None
 
 
-def _text_field(form: FormData, name: str) -> str:
+def text_field(form: FormData, name: str) -> str:
     value = form.get(name, "")
     if not isinstance(value, str):
         raise BadForm(f"{name} must be text")
+    try:
+        # A multipart form may name a charset (unicode_escape, utf-7) that decodes to lone
+        # surrogates: no page could show such a value back.
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadForm(f"{name} is not valid text") from None
     return value
 
 
-def _render(
+def render_page(
     services: Services,
     request: Request,
     template: str,
@@ -112,7 +136,7 @@ def _render(
     )
 
 
-def _attempted_user(username: str) -> str:
+def attempted_user(username: str) -> str:
     """How the audit log names a submitted user name: normalized, or a placeholder."""
     key = account_key(username)
     return INVALID_NAME if key.startswith("#") else key
@@ -142,7 +166,7 @@ def _login_page(
     if fresh or nonce is None:
         nonce = CsrfTokens.new_cookie_value()
     token = services.csrf.issue(CsrfTokens.anonymous_binding(nonce))
-    response = _render(
+    response = render_page(
         services,
         request,
         "login.html",
@@ -173,10 +197,16 @@ async def login_form(
 
 
 def _unavailable_login_page(
-    services: Services, request: Request, *, next_path: str, username: str, reason: str
+    services: Services,
+    request: Request,
+    *,
+    next_path: str,
+    username: str,
+    reason: str,
+    retry_after: int | None = None,
 ) -> Response:
     logger.error("login unavailable: %s", reason)
-    audit(EVENT_LOGIN, UNAVAILABLE, request, user=_attempted_user(username), reason=reason)
+    audit(EVENT_LOGIN, UNAVAILABLE, request, user=attempted_user(username), reason=reason)
     return _login_page(
         services,
         request,
@@ -184,26 +214,114 @@ def _unavailable_login_page(
         error=UNAVAILABLE_ERROR,
         next_path=next_path,
         username=username[:64],
+        headers={"Retry-After": str(retry_after)} if retry_after else None,
     )
 
 
-async def _abandon(services: Services, attempt: LoginAttempt) -> None:
+def retry_after_of(error: Exception) -> int | None:
+    """The wait an overloaded backend asked for, if it said (the hasher's queue does)."""
+    seconds = getattr(error, "retry_after_seconds", None)
+    return seconds if isinstance(seconds, int) and seconds > 0 else None
+
+
+async def abandon_attempt(services: Services, attempt: LoginAttempt) -> None:
+    """Take an undecided attempt out of flight; if even that fails, it counts as a failure
+    once its deadline passes: the safe side to err on."""
     try:
         await services.throttle.abandon(attempt)
     except ThrottleUnavailable:
-        # The attempt stays counted as a failure: the safe side to err on.
-        logger.warning("could not uncount an undecided login attempt")
+        logger.warning("could not take an undecided login attempt out of flight")
+
+
+async def count_failure(services: Services, attempt: LoginAttempt) -> LoginFailure | None:
+    """Count a wrong password; ``None`` when the backend did not answer (the attempt then
+    counts as a failure once its deadline passes)."""
+    try:
+        return await services.throttle.failed(attempt)
+    except ThrottleUnavailable:
+        logger.warning("could not count a failed login attempt now; it counts at its deadline")
+        return None
+
+
+def throttle_refusal_message(attempt: LoginAttempt) -> str:
+    if attempt.busy:
+        return BUSY_ERROR
+    return LOCKED_ERROR.format(wait=wait_text(attempt.retry_after_seconds))
+
+
+def audit_refused_attempt(request: Request, attempt: LoginAttempt, user: str, event: str) -> None:
+    audit(
+        event,
+        LOCKED,
+        request,
+        user=user,
+        locked_by=",".join(attempt.refused_by),
+        reason="too many attempts in flight" if attempt.busy else "locked after failures",
+        retry_after=attempt.retry_after_seconds,
+    )
+
+
+def audit_failure_counts(
+    request: Request,
+    services: Services,
+    attempt: LoginAttempt,
+    failure: LoginFailure | None,
+    user: str,
+    event: str,
+    reason: str,
+) -> None:
+    """The failure event of ``event`` (``login``, ``password.change``) and the lockouts it
+    started."""
+    audit(
+        event,
+        FAILURE,
+        request,
+        user=user,
+        reason=reason,
+        account_failures=failure.account_failures if failure is not None else None,
+        client_failures=failure.client_failures if failure is not None else None,
+        # The address signed in to this account lately: its own counter applies.
+        known_client=attempt.known_client,
+    )
+    for scope in failure.locks if failure is not None else ():
+        audit(
+            EVENT_LOGIN_LOCKOUT,
+            LOCKED,
+            request,
+            user=user,
+            locked=scope,
+            failures=failure.failures_of(scope) if failure is not None else 0,
+            lock_seconds=services.throttle.limits.window,
+        )
+
+
+def new_session_data(user: User) -> dict[str, JSONValue]:
+    """What a session of ``user`` starts with: the account's epoch, and whether it may do
+    nothing but change the password."""
+    data: dict[str, JSONValue] = {SESSION_EPOCH: user.session_epoch}
+    if user.must_change_password:
+        data[SESSION_MUST_CHANGE_PASSWORD] = True
+    return data
+
+
+def session_cookie_header(services: Services, jwt_token: str) -> str:
+    cookies = services.cookies
+    return cookies.header(
+        cookies.session_cookie,
+        jwt_token,
+        max_age=int(services.settings.session_absolute_timeout),
+    )
 
 
 @router.post(LOGIN_PATH)
 async def login(request: Request, services: ServicesDep, session: OptionalSessionDep) -> Response:
     home = services.settings.mount_path
     try:
-        form = await _read_form(request)
-        username = _text_field(form, "username")
-        password = _text_field(form, "password")
-        next_path = safe_next(_text_field(form, "next"), "")
-        token = _text_field(form, "csrf_token")
+        form = await read_form(request)
+        username = text_field(form, "username")
+        password = text_field(form, "password")
+        next_path = safe_next(text_field(form, "next"), "")
+        token = text_field(form, "csrf_token")
     except BadForm as exc:
         audit(EVENT_LOGIN, FAILURE, request, reason=f"malformed form: {exc}")
         return _login_page(services, request, status=400, error=STALE_FORM_ERROR)
@@ -218,7 +336,7 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
             EVENT_CSRF_REJECTED,
             FAILURE,
             request,
-            user=_attempted_user(username),
+            user=attempted_user(username),
             status=403,
             reason="bad CSRF token" if origin_ok else "cross-origin request",
         )
@@ -231,7 +349,7 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
             username=username[:64],
         )
 
-    attempted_user = _attempted_user(username)
+    attempted = attempted_user(username)
     try:
         attempt = await services.throttle.begin(username, client_address(request.scope))
     except ThrottleUnavailable:
@@ -245,59 +363,41 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
     if not attempt.allowed:
         # Refused before the password is looked at: no hash is computed for a locked
         # account, so a lock also stops the attacker from spending our CPU.
-        wait = attempt.retry_after_seconds
-        audit(
-            EVENT_LOGIN,
-            LOCKED,
-            request,
-            user=attempted_user,
-            locked_by=",".join(attempt.refused_by),
-            retry_after=wait,
-        )
+        audit_refused_attempt(request, attempt, attempted, EVENT_LOGIN)
         return _login_page(
             services,
             request,
             status=429,
-            error=LOCKED_ERROR.format(wait=wait_text(wait)),
+            error=throttle_refusal_message(attempt),
             next_path=next_path,
             username=username[:64],
-            headers={"Retry-After": str(wait)},
+            headers={"Retry-After": str(attempt.retry_after_seconds)},
         )
 
     try:
         user = await services.passwords.authenticate(username, password)
-    except UserStoreUnavailable:
-        await _abandon(services, attempt)
+    except UserStoreUnavailable as error:
+        # Also when the password hashing queue is full: the password was not looked at.
+        await abandon_attempt(services, attempt)
         return _unavailable_login_page(
             services,
             request,
             next_path=next_path,
             username=username,
-            reason="user store unreachable",
+            reason=f"user store unreachable or busy: {type(error).__name__}",
+            retry_after=retry_after_of(error),
         )
     if user is None:
-        audit(
-            EVENT_LOGIN,
-            FAILURE,
+        failure = await count_failure(services, attempt)
+        audit_failure_counts(
             request,
-            user=attempted_user,
-            reason="wrong user name or password, or account disabled",
-            account_failures=attempt.account_failures,
-            client_failures=attempt.client_failures,
+            services,
+            attempt,
+            failure,
+            attempted,
+            EVENT_LOGIN,
+            "wrong user name or password, or account disabled",
         )
-        limits = services.throttle.limits
-        for scope in attempt.locks:
-            audit(
-                EVENT_LOGIN_LOCKOUT,
-                LOCKED,
-                request,
-                user=attempted_user,
-                locked=scope,
-                failures=attempt.account_failures
-                if scope == "account"
-                else attempt.client_failures,
-                lock_seconds=limits.window,
-            )
         return _login_page(
             services,
             request,
@@ -312,7 +412,7 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
         if session is not None:
             # A new id on every login: a session id known before login is worthless after.
             await services.sessions.delete(session.id)
-        new_session = await services.sessions.create(user.username)
+        new_session = await services.sessions.create(user.username, new_session_data(user))
     except SessionStoreUnavailable as exc:
         # ThrottleUnavailable is a SessionStoreUnavailable: the two share one backend.
         what = "login throttle" if isinstance(exc, ThrottleUnavailable) else "session store"
@@ -327,7 +427,14 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
     jwt_token = services.tokens.issue(
         user.username, new_session.id, new_session.absolute_expires_at
     )
-    audit(EVENT_LOGIN, SUCCESS, request, user=user.username, session_id=new_session.id)
+    audit(
+        EVENT_LOGIN,
+        SUCCESS,
+        request,
+        user=user.username,
+        session_id=new_session.id,
+        must_change_password=user.must_change_password,
+    )
     if session is None:
         audit(
             EVENT_SESSION_CREATED, SUCCESS, request, user=user.username, session_id=new_session.id
@@ -342,31 +449,28 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
             previous_session_id=session.id,
             previous_user=session.username,
         )
-    response = _redirect(next_path or home)
-    cookies = services.cookies
+    # A password someone else chose is changed before anything else can be reached.
+    response = _redirect(PASSWORD_CHANGE_PATH if user.must_change_password else next_path or home)
+    response.headers.append("set-cookie", session_cookie_header(services, jwt_token))
     response.headers.append(
-        "set-cookie",
-        cookies.header(
-            cookies.session_cookie,
-            jwt_token,
-            max_age=int(services.settings.session_absolute_timeout),
-        ),
+        "set-cookie", services.cookies.expired_header(services.cookies.csrf_cookie)
     )
-    response.headers.append("set-cookie", cookies.expired_header(cookies.csrf_cookie))
     return response
 
 
 @router.api_route(LOGOUT_PATH, methods=["GET", "HEAD"])
 async def logout_form(request: Request, services: ServicesDep, session: SessionDep) -> Response:
     token = services.csrf.issue(CsrfTokens.session_binding(session.id))
-    return _render(services, request, "logout.html", 200, csrf_token=token, user=session.username)
+    return render_page(
+        services, request, "logout.html", 200, csrf_token=token, user=session.username
+    )
 
 
 @router.post(LOGOUT_PATH)
 async def logout(request: Request, services: ServicesDep, session: SessionDep) -> Response:
     try:
-        form = await _read_form(request)
-        token = _text_field(form, "csrf_token")
+        form = await read_form(request)
+        token = text_field(form, "csrf_token")
     except BadForm:
         token = ""
     binding = CsrfTokens.session_binding(session.id)
@@ -380,7 +484,7 @@ async def logout(request: Request, services: ServicesDep, session: SessionDep) -
             status=403,
             reason="bad CSRF token" if origin_ok else "cross-origin request",
         )
-        return _render(
+        return render_page(
             services,
             request,
             "error.html",
@@ -395,7 +499,7 @@ async def logout(request: Request, services: ServicesDep, session: SessionDep) -
     except SessionStoreUnavailable:
         logger.error("logout unavailable: session store unreachable")
         audit(EVENT_LOGOUT, UNAVAILABLE, request, reason="session store unreachable")
-        return _render(
+        return render_page(
             services,
             request,
             "error.html",
@@ -406,7 +510,10 @@ async def logout(request: Request, services: ServicesDep, session: SessionDep) -
         )
     audit(EVENT_LOGOUT, SUCCESS, request)
     response = _redirect(LOGIN_PATH)
-    response.headers.append(
-        "set-cookie", services.cookies.expired_header(services.cookies.session_cookie)
-    )
+    # Clear-Site-Data takes every cookie of the site away; the expired cookies do the same
+    # for browsers that ignore it (it needs a secure context: HTTPS or localhost).
+    response.headers["Clear-Site-Data"] = CLEAR_SITE_DATA
+    cookies = services.cookies
+    response.headers.append("set-cookie", cookies.expired_header(cookies.session_cookie))
+    response.headers.append("set-cookie", cookies.expired_header(cookies.csrf_cookie))
     return response

@@ -43,12 +43,19 @@ class CookiePolicy:
         return self.header(name, '""', max_age=0)
 
 
+# Only spaces and tabs surround a cookie pair (RFC 6265 4.2.1 and 5.2). ``str.strip()`` would
+# also trim "\xa0" and "\x85" (single bytes, as the Latin-1 header decodes them): a browser
+# keeps "\xa0__Host-prodio_session" as a name of its own, one that escapes the ``__Host-``
+# rules, so a sibling subdomain could set it and have it read as the session cookie.
+_OWS = " \t"
+
+
 def read_cookie(raw_header: str, name: str) -> str | None:
-    """The value of cookie ``name`` in a ``Cookie`` header, or None. Never raises."""
+    """The value of the first cookie ``name`` in a ``Cookie`` header, or None. Never raises."""
     for chunk in raw_header.split(";"):
-        key, sep, value = chunk.strip().partition("=")
+        key, sep, value = chunk.strip(_OWS).partition("=")
         if sep and key == name:
-            return value.strip()
+            return value.strip(_OWS)
     return None
 
 

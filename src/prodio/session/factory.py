@@ -115,6 +115,10 @@ def throttle_limits(settings: Settings) -> ThrottleLimits:
             max_failures=settings.login_max_failures,
             max_failures_per_client=settings.login_max_failures_per_ip,
             window=settings.login_failure_window,
+            max_in_flight=settings.login_max_in_flight,
+            max_in_flight_per_client=settings.login_max_in_flight_per_ip,
+            attempt_timeout=settings.login_attempt_timeout,
+            known_client_ttl=settings.login_known_client_ttl,
         )
     except ValueError as exc:
         raise SettingsError(f"invalid configuration: PRODIO_LOGIN_*: {exc}") from None

@@ -177,6 +177,12 @@ class SessionTokenCodec:
             isinstance(username, str) and username and isinstance(session_id, str) and session_id
         ):
             raise InvalidSessionToken("bad subject or session id")
-        if not (isinstance(issued_at, int) and isinstance(expires_at, int)):
+        # bool is an int to isinstance; a token saying "iat": true was not made by us.
+        if (
+            not isinstance(issued_at, int)
+            or not isinstance(expires_at, int)
+            or isinstance(issued_at, bool)
+            or isinstance(expires_at, bool)
+        ):
             raise InvalidSessionToken("bad timestamps")
         return SessionClaims(username, session_id, issued_at, expires_at), key

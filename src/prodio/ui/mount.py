@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 from fastapi import FastAPI, Request
+from starlette.routing import BaseRoute, Match, Mount, NoMatchFound
+from starlette.types import Receive, Scope, Send
 
 from prodio.config import Settings
 from prodio.pages.base import Page, Tab
@@ -99,3 +103,33 @@ def _mount(
         mcp_server=False,
         pwa=False,
     )
+    mounted = app.router.routes[-1]
+    if isinstance(mounted, Mount):
+        app.router.routes.insert(0, GradioApiShortcut(mounted, path))
+
+
+class GradioApiShortcut(BaseRoute):
+    """Sends requests for Gradio's API (``<mount>/gradio_api/...``) straight to the mount.
+
+    The Gradio mount must come after every other route (at "/" it would shadow them), so
+    each of Gradio's requests, the events included, was first tried against every route of
+    the parent app; with FastAPI's route matching that walk cost more than prodio's whole
+    middleware stack (``bench/``). No other route lives under Gradio's API prefix, so this
+    route, placed first, answers exactly what the mount would have answered.
+    """
+
+    def __init__(self, mount: Mount, mount_path: str) -> None:
+        self.mount = mount
+        self.prefix = mount_path.rstrip("/") + "/gradio_api/"
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and path.startswith(self.prefix):
+            return self.mount.matches(scope)
+        return Match.NONE, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.mount.handle(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        raise NoMatchFound(name, path_params)

@@ -6,6 +6,7 @@ from prodio.config import Settings, SettingsError
 from prodio.users.authenticate import PasswordAuthenticator, SupportsHashUpgrade
 from prodio.users.base import (
     InvalidUsername,
+    StalePasswordHash,
     User,
     UserError,
     UserExists,
@@ -43,6 +44,7 @@ __all__ = [
     "PasswordPolicyError",
     "SchemaVersionError",
     "SqlUserStore",
+    "StalePasswordHash",
     "SupportsHashUpgrade",
     "User",
     "UserError",

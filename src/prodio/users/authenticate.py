@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Protocol, runtime_checkable
 
@@ -72,6 +73,35 @@ class PasswordAuthenticator:
         if self._hasher.needs_rehash(user.password_hash):
             user = self._store_new_hash(user, password)
         return user
+
+    async def change_password(
+        self, user: User, new_password: str, *, end_sessions: bool = True
+    ) -> User:
+        """Give ``user`` (as :meth:`authenticate` just returned it) a new password; return
+        the updated user.
+
+        Applies the password policy (:class:`~prodio.users.passwords.PasswordPolicyError`),
+        clears ``must_change_password``, and gives the account a new session epoch when
+        ``end_sessions``. The new hash replaces the one the old password was checked
+        against, or nothing: :class:`~prodio.users.base.StalePasswordHash` when the
+        password changed meanwhile (an administrator's reset must not be overwritten by a
+        change that proved only the password before it). Hashing and storing share one
+        worker thread, under the hasher's limiter.
+        """
+        return await anyio.to_thread.run_sync(
+            functools.partial(self._change_blocking, user, new_password, end_sessions),
+            limiter=self._hasher.limiter,
+        )
+
+    def _change_blocking(self, user: User, new_password: str, end_sessions: bool) -> User:
+        new_hash = self._hasher.hash(new_password, username=user.username)
+        return self._store.set_password_hash(
+            user.username,
+            new_hash,
+            must_change_password=False,
+            end_sessions=end_sessions,
+            expected_hash=user.password_hash,
+        )
 
     def _store_new_hash(self, user: User, password: str) -> User:
         if not isinstance(self._store, SupportsHashUpgrade):

@@ -31,6 +31,10 @@ class InvalidUsername(UserError):
     pass
 
 
+class StalePasswordHash(UserError):
+    """The password changed between checking the old one and storing the new one."""
+
+
 class UserStoreUnavailable(Exception):
     """The user database cannot be reached."""
 
@@ -42,6 +46,13 @@ class User:
     disabled: bool
     created_at: datetime
     password_changed_at: datetime
+    # Set for a password someone else chose (the dev-mode admin's, ``--temporary``): its
+    # sessions may only change it until it is changed.
+    must_change_password: bool = False
+    # A session is the account's only while it carries this value (sessions keep the one
+    # they were created with). A new value ends every other session on every instance,
+    # whatever store holds them; a user's own password change may keep it.
+    session_epoch: str = ""
 
 
 def normalize_username(raw: str) -> str:
@@ -71,7 +82,7 @@ class UserStore(Protocol):
         """The user, or ``None`` (also for a name that is not valid)."""
         ...
 
-    def add(self, username: str, password_hash: str) -> User:
+    def add(self, username: str, password_hash: str, *, must_change_password: bool = False) -> User:
         """Create a user; raise :class:`UserExists` or :class:`InvalidUsername`."""
         ...
 
@@ -81,8 +92,22 @@ class UserStore(Protocol):
 
     def count(self) -> int: ...
 
-    def set_password_hash(self, username: str, password_hash: str) -> None:
-        """Replace the hash; raise :class:`UserNotFound`."""
+    def set_password_hash(
+        self,
+        username: str,
+        password_hash: str,
+        *,
+        must_change_password: bool = False,
+        end_sessions: bool = True,
+        expected_hash: str | None = None,
+    ) -> User:
+        """Replace the hash and return the updated user; raise :class:`UserNotFound`.
+
+        ``end_sessions`` gives the account a new session epoch, which ends every session
+        made before. With ``expected_hash``, change nothing and raise
+        :class:`StalePasswordHash` unless the stored hash is still that one (the hash the
+        old password was just checked against).
+        """
         ...
 
     def set_disabled(self, username: str, disabled: bool) -> None:

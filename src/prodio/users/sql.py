@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     insert,
     select,
@@ -47,6 +49,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from prodio.users.base import (
     InvalidUsername,
+    StalePasswordHash,
     User,
     UserExists,
     UserNotFound,
@@ -123,8 +126,12 @@ users_table = Table(
     Column("disabled", Boolean, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("password_changed_at", UtcDateTime(), nullable=False),
+    Column("must_change_password", Boolean, nullable=False, server_default=false()),
+    Column("session_epoch", String(32), nullable=False, server_default=""),
     UniqueConstraint("username", name="uq_users_username"),
 )
+
+SESSION_EPOCH_BYTES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +160,29 @@ def _v1_create_users(connection: Connection) -> None:
     v1.create(connection)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "create the users table", _v1_create_users),)
+def _v2_password_change(connection: Connection) -> None:
+    # Constant defaults fill the new columns of every existing row in place, on SQLite and
+    # PostgreSQL alike. An existing account keeps its password (no forced change) and its
+    # sessions: sessions made before this version carry no epoch, which reads as "".
+    no = "0" if connection.dialect.name == "sqlite" else "FALSE"
+    connection.execute(
+        text(f"ALTER TABLE users ADD COLUMN must_change_password BOOLEAN NOT NULL DEFAULT {no}")
+    )
+    connection.execute(
+        text("ALTER TABLE users ADD COLUMN session_epoch VARCHAR(32) NOT NULL DEFAULT ''")
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "create the users table", _v1_create_users),
+    Migration(2, "add must_change_password and session_epoch", _v2_password_change),
+)
+
+
+def new_session_epoch() -> str:
+    """A fresh session epoch: random, so that an account removed and made again under the
+    same name never accepts the old account's sessions."""
+    return secrets.token_hex(SESSION_EPOCH_BYTES)
 
 
 def _check_migrations(migrations: tuple[Migration, ...]) -> int:
@@ -354,6 +383,8 @@ class SqlUserStore:
             disabled=bool(row.disabled),
             created_at=row.created_at,
             password_changed_at=row.password_changed_at,
+            must_change_password=bool(row.must_change_password),
+            session_epoch=row.session_epoch,
         )
 
     def get(self, username: str) -> User | None:
@@ -366,7 +397,7 @@ class SqlUserStore:
             row = connection.execute(query).one_or_none()
         return None if row is None else self._user(row)
 
-    def add(self, username: str, password_hash: str) -> User:
+    def add(self, username: str, password_hash: str, *, must_change_password: bool = False) -> User:
         name = normalize_username(username)
         now = _utcnow()
         user = User(
@@ -375,6 +406,8 @@ class SqlUserStore:
             disabled=False,
             created_at=now,
             password_changed_at=now,
+            must_change_password=must_change_password,
+            session_epoch=new_session_epoch(),
         )
         with self._unavailable_on_error():
             try:
@@ -386,6 +419,8 @@ class SqlUserStore:
                             disabled=user.disabled,
                             created_at=user.created_at,
                             password_changed_at=user.password_changed_at,
+                            must_change_password=user.must_change_password,
+                            session_epoch=user.session_epoch,
                         )
                     )
             except sa_exc.IntegrityError:
@@ -411,8 +446,34 @@ class SqlUserStore:
         if changed == 0:
             raise UserNotFound(f"no user named {name}")
 
-    def set_password_hash(self, username: str, password_hash: str) -> None:
-        self._update_one(username, password_hash=password_hash, password_changed_at=_utcnow())
+    def set_password_hash(
+        self,
+        username: str,
+        password_hash: str,
+        *,
+        must_change_password: bool = False,
+        end_sessions: bool = True,
+        expected_hash: str | None = None,
+    ) -> User:
+        name = normalize_username(username)
+        values: dict[str, Any] = {
+            "password_hash": password_hash,
+            "password_changed_at": _utcnow(),
+            "must_change_password": must_change_password,
+        }
+        if end_sessions:
+            values["session_epoch"] = new_session_epoch()
+        this_user = users_table.c.username == name
+        statement = update(users_table).where(this_user).values(**values)
+        if expected_hash is not None:
+            statement = statement.where(users_table.c.password_hash == expected_hash)
+        with self._unavailable_on_error(), self._engine.begin() as connection:
+            if connection.execute(statement).rowcount == 1:
+                return self._user(connection.execute(select(users_table).where(this_user)).one())
+            exists = connection.execute(select(users_table.c.id).where(this_user)).first()
+        if exists is not None and expected_hash is not None:
+            raise StalePasswordHash(f"the password of {name} was changed meanwhile")
+        raise UserNotFound(f"no user named {name}")
 
     def upgrade_password_hash(self, username: str, old_hash: str, new_hash: str) -> bool:
         """Replace ``old_hash`` by ``new_hash`` (same password, new parameters).

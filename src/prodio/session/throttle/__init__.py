@@ -2,11 +2,13 @@
 
 from prodio.session.throttle.base import (
     LoginAttempt,
+    LoginFailure,
     LoginThrottle,
     ThrottleLimits,
     ThrottleUnavailable,
     account_key,
     client_key,
+    pair_key,
 )
 from prodio.session.throttle.memory import InMemoryLoginThrottle
 from prodio.session.throttle.redis import RedisLoginThrottle
@@ -14,10 +16,12 @@ from prodio.session.throttle.redis import RedisLoginThrottle
 __all__ = [
     "InMemoryLoginThrottle",
     "LoginAttempt",
+    "LoginFailure",
     "LoginThrottle",
     "RedisLoginThrottle",
     "ThrottleLimits",
     "ThrottleUnavailable",
     "account_key",
     "client_key",
+    "pair_key",
 ]

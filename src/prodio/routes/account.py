@@ -1,0 +1,321 @@
+"""``/account/password``: a signed-in user changes their own password (ASVS 6.2.2, 6.2.3).
+
+A server-rendered form, like the login page: it works without JavaScript and under the
+strict policy of prodio's own pages, and it is protected by a CSRF token bound to the
+session. A change needs:
+
+- the current password (re-authentication, 7.5.1), checked through the login throttle
+  under the session's account, so that a stolen session cannot be used to guess it faster
+  than the login page allows;
+- the new password twice, meeting the password policy (length 8 to 1024, not common, not
+  the user name; never truncated).
+
+On success the password is replaced, this browser gets a new session id (the old one
+ends), and, unless the user unticks "Sign out my other sessions" (7.4.3), the account gets
+a new session epoch, which ends every other session on every instance. A session that had
+to change its password (``auth.must_change_password``) always ends the others: they were
+opened with a password someone else knew.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from prodio.audit import (
+    EVENT_CSRF_REJECTED,
+    EVENT_PASSWORD_CHANGE,
+    EVENT_SESSION_RENEWED,
+    EVENT_SESSION_REVOKED,
+    FAILURE,
+    SUCCESS,
+    UNAVAILABLE,
+    audit,
+    client_address,
+)
+from prodio.middleware.auth import PASSWORD_CHANGE_PATH, must_change_password
+from prodio.routes.csrf import CsrfTokens, is_same_origin_request
+from prodio.routes.deps import ServicesDep, SessionDep
+from prodio.routes.login import (
+    LOGOUT_PATH,
+    NO_STORE,
+    STALE_FORM_ERROR,
+    BadForm,
+    abandon_attempt,
+    audit_failure_counts,
+    audit_refused_attempt,
+    count_failure,
+    new_session_data,
+    read_form,
+    render_page,
+    retry_after_of,
+    session_cookie_header,
+    text_field,
+    throttle_refusal_message,
+)
+from prodio.services import Services
+from prodio.session.base import Session, SessionStoreUnavailable
+from prodio.session.throttle import ThrottleUnavailable
+from prodio.users.base import StalePasswordHash, UserStoreUnavailable
+from prodio.users.passwords import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    PasswordPolicyError,
+    check_password_policy,
+    normalize_password,
+)
+
+logger = logging.getLogger("prodio.account")
+router = APIRouter(include_in_schema=False)
+
+# Session data: when this session's password change happened (the page says so).
+SESSION_PASSWORD_CHANGED_AT = "auth.password_changed_at"
+TEMPLATE = "account_password.html"
+SIGN_OUT_OTHERS_FIELD = "sign_out_others"
+
+WRONG_CURRENT_PASSWORD = "The current password is not right."
+PASSWORDS_DIFFER = "The two new passwords are not the same."
+SAME_PASSWORD = "The new password must not be the current one."
+STALE_PASSWORD = (
+    "Your password was changed somewhere else meanwhile. Sign out and sign in again with "
+    "the new password."
+)
+UNAVAILABLE_ERROR = (
+    "Changing the password is temporarily unavailable. Please try again in a moment."
+)
+CHANGED_BUT_SESSION_LOST = (
+    "Your password was changed, but this browser could not be signed in again. "
+    "Sign in with the new password."
+)
+
+
+def _page(
+    services: Services,
+    request: Request,
+    session: Session,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    sign_out_others: bool = True,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    changed_at = session.data.get(SESSION_PASSWORD_CHANGED_AT)
+    changed = (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(changed_at))
+        if isinstance(changed_at, int | float) and not isinstance(changed_at, bool)
+        else None
+    )
+    context: dict[str, Any] = {
+        "csrf_token": services.csrf.issue(CsrfTokens.session_binding(session.id)),
+        "user": session.username,
+        "forced": must_change_password(session),
+        "error": error,
+        "changed_at": changed,
+        "sign_out_others": sign_out_others,
+        "min_length": MIN_PASSWORD_LENGTH,
+        "max_length": MAX_PASSWORD_LENGTH,
+        "home_url": services.settings.mount_path,
+        "logout_url": LOGOUT_PATH,
+    }
+    return render_page(services, request, TEMPLATE, status, headers=headers, **context)
+
+
+@router.api_route(PASSWORD_CHANGE_PATH, methods=["GET", "HEAD"])
+async def password_form(request: Request, services: ServicesDep, session: SessionDep) -> Response:
+    return _page(services, request, session)
+
+
+@router.post(PASSWORD_CHANGE_PATH)
+async def change_password(request: Request, services: ServicesDep, session: SessionDep) -> Response:
+    username = session.username
+    forced = must_change_password(session)
+    try:
+        form = await read_form(request)
+        token = text_field(form, "csrf_token")
+        current = text_field(form, "current_password")
+        new = text_field(form, "new_password")
+        repeated = text_field(form, "confirm_password")
+        # An unticked box sends nothing: "no" is the absence of the field.
+        sign_out_others = forced or text_field(form, SIGN_OUT_OTHERS_FIELD) != ""
+    except BadForm as exc:
+        audit(EVENT_PASSWORD_CHANGE, FAILURE, request, reason=f"malformed form: {exc}")
+        return _page(services, request, session, status=400, error=STALE_FORM_ERROR)
+
+    token_ok = services.csrf.check(token, CsrfTokens.session_binding(session.id))
+    origin_ok = is_same_origin_request(request)
+    if not (token_ok and origin_ok):
+        audit(
+            EVENT_CSRF_REJECTED,
+            FAILURE,
+            request,
+            status=403,
+            reason="bad CSRF token" if origin_ok else "cross-origin request",
+        )
+        return _page(services, request, session, status=403, error=STALE_FORM_ERROR)
+
+    def refuse(status: int, error: str, reason: str) -> Response:
+        audit(EVENT_PASSWORD_CHANGE, FAILURE, request, reason=reason)
+        return _page(
+            services, request, session, status=status, error=error, sign_out_others=sign_out_others
+        )
+
+    # What the form alone can tell is told before the current password is looked at: a
+    # typo in the new password costs no attempt against the throttle.
+    if new != repeated:
+        return refuse(400, PASSWORDS_DIFFER, "new passwords differ")
+    try:
+        check_password_policy(new, username=username)
+    except PasswordPolicyError as error:
+        return refuse(400, f"The new password cannot be used: {error}.", "password policy")
+    if normalize_password(new) == normalize_password(current):
+        return refuse(400, SAME_PASSWORD, "new password is the current one")
+
+    try:
+        attempt = await services.throttle.begin(username, client_address(request.scope))
+    except ThrottleUnavailable:
+        return _unavailable(services, request, session, "login throttle backend unreachable")
+    if not attempt.allowed:
+        audit_refused_attempt(request, attempt, username, EVENT_PASSWORD_CHANGE)
+        return _page(
+            services,
+            request,
+            session,
+            status=429,
+            error=throttle_refusal_message(attempt),
+            sign_out_others=sign_out_others,
+            headers={"Retry-After": str(attempt.retry_after_seconds)},
+        )
+    try:
+        user = await services.passwords.authenticate(username, current)
+    except UserStoreUnavailable as error:
+        await abandon_attempt(services, attempt)
+        return _unavailable(
+            services,
+            request,
+            session,
+            f"user store unreachable or busy: {type(error).__name__}",
+            retry_after_of(error),
+        )
+    if user is None:
+        failure = await count_failure(services, attempt)
+        audit_failure_counts(
+            request,
+            services,
+            attempt,
+            failure,
+            username,
+            EVENT_PASSWORD_CHANGE,
+            "wrong current password",
+        )
+        return _page(
+            services,
+            request,
+            session,
+            status=403,
+            error=WRONG_CURRENT_PASSWORD,
+            sign_out_others=sign_out_others,
+        )
+
+    try:
+        await services.throttle.succeeded(attempt)
+        updated = await services.passwords.change_password(user, new, end_sessions=sign_out_others)
+    except ThrottleUnavailable:
+        return _unavailable(services, request, session, "login throttle backend unreachable")
+    except UserStoreUnavailable as error:
+        return _unavailable(
+            services,
+            request,
+            session,
+            f"user store unreachable or busy: {type(error).__name__}",
+            retry_after_of(error),
+        )
+    except PasswordPolicyError as error:
+        # Checked above already; kept so that a policy that grows stays a clean 400.
+        return refuse(400, f"The new password cannot be used: {error}.", "password policy")
+    except StalePasswordHash:
+        return refuse(409, STALE_PASSWORD, "password changed meanwhile")
+
+    # The password is changed: from here on, only this browser's session is at stake.
+    data = new_session_data(updated)
+    data[SESSION_PASSWORD_CHANGED_AT] = time.time()
+    try:
+        if sign_out_others:
+            ended = await services.sessions.delete_user_sessions(username)
+        else:
+            ended = int(await services.sessions.delete(session.id))
+        new_session = await services.sessions.create(username, data)
+    except SessionStoreUnavailable:
+        logger.error("password changed, but the session store is unreachable")
+        audit(
+            EVENT_PASSWORD_CHANGE,
+            SUCCESS,
+            request,
+            other_sessions_ended=None,
+            kept_other_sessions=not sign_out_others,
+            reason="session not renewed: session store unreachable",
+        )
+        response = render_page(
+            services,
+            request,
+            "error.html",
+            503,
+            status_code=503,
+            title="Password changed",
+            message=CHANGED_BUT_SESSION_LOST,
+        )
+        cookies = services.cookies
+        response.headers.append("set-cookie", cookies.expired_header(cookies.session_cookie))
+        return response
+
+    # The current session was among those ended (or was the one ended).
+    others_ended = max(0, ended - 1) if sign_out_others else 0
+    audit(
+        EVENT_PASSWORD_CHANGE,
+        SUCCESS,
+        request,
+        session_id=new_session.id,
+        forced=forced,
+        kept_other_sessions=not sign_out_others,
+        other_sessions_ended=others_ended,
+    )
+    audit(
+        EVENT_SESSION_RENEWED,
+        SUCCESS,
+        request,
+        session_id=new_session.id,
+        previous_session_id=session.id,
+        previous_user=username,
+        reason="password changed",
+    )
+    if others_ended:
+        audit(
+            EVENT_SESSION_REVOKED,
+            SUCCESS,
+            request,
+            session_id=new_session.id,
+            sessions_ended=others_ended,
+            reason="password changed by its user",
+        )
+    jwt_token = services.tokens.issue(username, new_session.id, new_session.absolute_expires_at)
+    # A forced change was in the way of the app: go there. Otherwise the page confirms it.
+    target = services.settings.mount_path if forced else PASSWORD_CHANGE_PATH
+    response = RedirectResponse(target, status_code=303, headers=NO_STORE)
+    response.headers.append("set-cookie", session_cookie_header(services, jwt_token))
+    return response
+
+
+def _unavailable(
+    services: Services,
+    request: Request,
+    session: Session,
+    reason: str,
+    retry_after: int | None = None,
+) -> Response:
+    logger.error("password change unavailable: %s", reason)
+    audit(EVENT_PASSWORD_CHANGE, UNAVAILABLE, request, reason=reason)
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return _page(services, request, session, status=503, error=UNAVAILABLE_ERROR, headers=headers)
