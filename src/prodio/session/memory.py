@@ -47,6 +47,21 @@ def _copy_json(data: Mapping[str, JSONValue] | None) -> dict[str, Any]:
     return {key: json.loads(encoded) for key, encoded in encode_data(data).items()}
 
 
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def _copy_data(data: dict[str, JSONValue]) -> dict[str, JSONValue]:
+    """A copy callers may change freely: lists and dicts deep, the rest (immutable) as is.
+
+    Every request loads its session, and most values (the login's session epoch, say) are
+    strings: deepcopy of the whole dict cost more than the rest of the load.
+    """
+    return {
+        key: value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
+        for key, value in data.items()
+    }
+
+
 class InMemorySessionStore:
     """A :class:`~prodio.session.base.SessionStore` in one process.
 
@@ -81,7 +96,7 @@ class InMemorySessionStore:
             last_seen=entry.last_seen,
             idle_expires_at=entry.last_seen + self.timeouts.idle,
             absolute_expires_at=entry.created_at + self.timeouts.absolute,
-            data=copy.deepcopy(entry.data),
+            data=_copy_data(entry.data),
         )
 
     def _live_entry(self, session_id: str, now: float) -> _Entry | None:
