@@ -24,9 +24,10 @@ import redis
 from prodio import cli
 from prodio.config import Settings, load_settings
 from prodio.session import RedisSessionStore, SessionTimeouts
-from prodio.users import PasswordHasher, SqlUserStore, UserExists
+from prodio.users import PasswordAuthenticator, PasswordHasher, SqlUserStore, UserExists
 from prodio.users.sql import MIGRATIONS
 from tests.conftest import require_binary
+from tests.users.backdate import backdate_password
 from tests.users.support import cheap_hasher, free_port
 
 PASSWORD = "correct horse battery staple"
@@ -122,6 +123,67 @@ def test_add_with_password_stdin(
     assert alice.must_change_password is False
 
 
+HOURS = 3600
+
+
+def _statuses(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    code, out, _ = run(capsys, "users", "list")
+    assert code == 0
+    return {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
+
+
+def test_list_shows_an_expired_temporary_password(
+    users: SqlUserStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("fresh", "expired", "own", "disabled"):
+        users.add(name, "hash", must_change_password=name != "own")
+    users.set_disabled("disabled", True)
+    for name in ("expired", "own", "disabled"):
+        backdate_password(users, name, 73 * HOURS)
+    assert _statuses(capsys) == {
+        "disabled": "disabled,temporary-password-expired",
+        "expired": "active,temporary-password-expired",
+        "fresh": "active,temporary-password",
+        "own": "active",  # a password the user chose never expires
+    }
+
+
+def test_the_lifetime_setting_decides_what_list_calls_expired(
+    users: SqlUserStore, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users.add("carol", "hash", must_change_password=True)
+    backdate_password(users, "carol", 2 * HOURS)
+    assert _statuses(capsys)["carol"] == "active,temporary-password"
+    monkeypatch.setenv("PRODIO_TEMPORARY_PASSWORD_LIFETIME", str(HOURS))
+    assert _statuses(capsys)["carol"] == "active,temporary-password-expired"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("flags", "status"),
+    [([], "active"), (["--temporary"], "active,temporary-password")],
+)
+async def test_set_password_renews_an_expired_temporary_password(
+    users: SqlUserStore,
+    stdin: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    status: str,
+) -> None:
+    users.add("carol", cheap_hasher().hash(PASSWORD), must_change_password=True)
+    backdate_password(users, "carol", 73 * HOURS)
+    passwords = PasswordAuthenticator(users, cheap_hasher())
+    assert (await passwords.check("carol", PASSWORD)).refusal == "temporary password expired"
+
+    stdin("a new password\n")
+    code, _, _ = run(capsys, "users", "set-password", "carol", "--password-stdin", *flags)
+    assert code == 0
+    assert _statuses(capsys)["carol"] == status
+    signed_in = await passwords.check("carol", "a new password")
+    assert signed_in.user is not None
+    assert signed_in.user.must_change_password is bool(flags)
+
+
 def test_temporary_passwords_must_be_changed_at_the_next_sign_in(
     users: SqlUserStore, stdin: Callable[[str], None], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -129,6 +191,7 @@ def test_temporary_passwords_must_be_changed_at_the_next_sign_in(
     code, out, err = run(capsys, "users", "add", "alice", "--password-stdin", "--temporary")
     assert (code, err) == (0, "")
     assert out.startswith("added user alice (temporary password: it must be changed")
+    assert "within 72 hours" in out
     alice = users.get("alice")
     assert alice is not None
     assert alice.must_change_password is True
@@ -602,6 +665,7 @@ def test_dev_start_makes_admin_and_shows_the_password_once(data_dir: Path) -> No
     assert len({len(line) for line in lines}) == 1  # a closed box
 
     assert "you must choose your own" in shown
+    assert "It signs in for 72 hours only (PRODIO_TEMPORARY_PASSWORD_LIFETIME)." in shown
     store = SqlUserStore(settings.effective_database_url)
     try:
         admin = store.get("admin")
@@ -616,6 +680,31 @@ def test_dev_start_makes_admin_and_shows_the_password_once(data_dir: Path) -> No
         assert store.count() == 1
     finally:
         store.close()
+
+
+def test_dev_start_with_the_admins_password_expired_says_how_to_set_one(
+    data_dir: Path, users: SqlUserStore
+) -> None:
+    settings = _settings(data_dir)
+    assert cli.prepare_serve(settings, stderr=io.StringIO(), hasher=cheap_hasher()) is not None
+    backdate_password(users, "admin", 73 * HOURS)
+    stderr = io.StringIO()
+    assert cli.prepare_serve(settings, stderr=stderr, hasher=cheap_hasher()) is None
+    assert stderr.getvalue() == (
+        "prodio: note: the temporary password of admin, the only user, has expired, so "
+        "nobody can sign in; set a new one with: prodio users set-password admin\n"
+    )
+    # No second account, and admin is left as it was.
+    assert [user.username for user in users.list()] == ["admin"]
+    admin = users.get("admin")
+    assert admin is not None
+    assert admin.must_change_password is True
+
+    # With another user, someone can sign in: nothing to say.
+    users.add("alice", "hash")
+    quiet = io.StringIO()
+    assert cli.prepare_serve(settings, stderr=quiet, hasher=cheap_hasher()) is None
+    assert quiet.getvalue() == ""
 
 
 def test_prod_start_without_users_says_how_to_add_one(data_dir: Path) -> None:

@@ -19,6 +19,7 @@ def test_dev_defaults(tmp_path: Path) -> None:
     assert settings.session_idle_timeout == 1800
     assert settings.session_absolute_timeout == 8 * 3600
     assert settings.effective_database_url == f"sqlite:///{(tmp_path / 'users.db').resolve()}"
+    assert settings.temporary_password_lifetime == 72 * 3600
 
 
 def test_dev_secret_is_made_once_kept_private_and_reused(tmp_path: Path) -> None:
@@ -64,6 +65,28 @@ def test_bad_settings_are_refused_with_a_clear_message(
         load_settings(data_dir=tmp_path, **overrides)
     assert message in str(error.value)
     assert "short" not in str(error.value) or "secret" in message
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2592001", "72h", "1.5", ""])
+def test_a_bad_temporary_password_lifetime_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("PRODIO_TEMPORARY_PASSWORD_LIFETIME", value)
+    with pytest.raises(SettingsError) as error:
+        load_settings(data_dir=tmp_path)
+    message = str(error.value)
+    assert message.startswith("invalid configuration: PRODIO_TEMPORARY_PASSWORD_LIFETIME: ")
+    assert "\n" not in message
+    if value.lstrip("-").isdigit():
+        assert "seconds from 1 to 2592000 (30 days)" in message
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("1", 1), ("3600", 3600), ("2592000", 2592000)])
+def test_a_temporary_password_lifetime_up_to_30_days_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, seconds: int
+) -> None:
+    monkeypatch.setenv("PRODIO_TEMPORARY_PASSWORD_LIFETIME", value)
+    assert load_settings(data_dir=tmp_path).temporary_password_lifetime == seconds
 
 
 def test_prod_with_safe_values_starts(tmp_path: Path) -> None:

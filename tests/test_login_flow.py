@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
+from prodio.audit import AUDIT_LOGGER
 from prodio.session.base import SessionTimeouts
 from prodio.session.memory import InMemorySessionStore
 from tests.apptest import (
@@ -22,6 +25,7 @@ from tests.apptest import (
     running_app,
     session_cookie_of,
 )
+from tests.users.backdate import backdate_password
 
 PASSWORD = "correct horse battery"
 
@@ -419,6 +423,93 @@ async def test_a_temporary_password_leads_to_the_change_page(env: AppUnderTest) 
     session = await env.sessions.load(claims.session_id)
     assert session is not None
     assert session.data["auth.must_change_password"] is True
+
+
+# --- expired temporary passwords (ASVS 6.4.1) -------------------------------------------
+
+TEMPORARY = "temporary pass 1"
+HOURS = 3600
+
+
+def _add_expired_temporary(env: AppUnderTest, name: str = "carol") -> None:
+    """An account whose temporary password was set 73 hours ago: past the default 72."""
+    env.users.add(name, env.hasher.hash(TEMPORARY), must_change_password=True)
+    backdate_password(env.users, name, 73 * HOURS)
+
+
+def _answer(response: httpx.Response) -> tuple[int, list[str], str, dict[str, str]]:
+    """What a client learns from a login answer, but for what differs on every request:
+    the CSRF token in the form and the request id."""
+    token = form_fields(response.text)["csrf_token"]
+    values = {k: v for k, v in response.headers.items() if k not in ("x-request-id",)}
+    return (
+        response.status_code,
+        list(response.headers.keys()),
+        response.text.replace(token, "TOKEN"),
+        values,
+    )
+
+
+@pytest.mark.anyio
+async def test_an_expired_temporary_password_gets_the_answer_of_a_wrong_one(
+    env: AppUnderTest,
+) -> None:
+    _add_expired_temporary(env)
+    wrong = await env.login("carol", "not the password")
+    expired = await env.login("carol", TEMPORARY)
+    assert expired.status_code == 401
+    assert _answer(expired) == _answer(wrong)
+    assert "Wrong user name or password." in expired.text
+    assert session_cookie_of(expired) is None
+    assert _sessions(env) == 0
+
+
+@pytest.mark.anyio
+async def test_an_expired_temporary_password_is_audited_as_such(
+    env: AppUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
+    _add_expired_temporary(env)
+    await env.login("carol", "not the password")
+    await env.login("carol", TEMPORARY)
+    logins = [vars(r) for r in caplog.records if r.name == AUDIT_LOGGER and r.event == "login"]  # type: ignore[attr-defined]
+    assert [(r["outcome"], r["user"], r["reason"], r["account_failures"]) for r in logins] == [
+        ("failure", "carol", "wrong user name or password, or account disabled", 1),
+        ("failure", "carol", "temporary password expired", 2),
+    ]
+    assert TEMPORARY not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_an_expired_temporary_password_counts_toward_the_lock(env: AppUnderTest) -> None:
+    """Like a wrong password: an account that never locked on its right but expired
+    password would tell an attacker it was right."""
+    _add_expired_temporary(env)
+    max_failures = env.services.settings.login_max_failures
+    for _ in range(max_failures):
+        assert (await env.login("carol", TEMPORARY)).status_code == 401
+    locked = await env.login("carol", TEMPORARY)
+    assert locked.status_code == 429
+    assert "Too many failed sign-in attempts" in locked.text
+
+
+@pytest.mark.anyio
+async def test_the_configured_temporary_password_lifetime_applies(tmp_path: Path) -> None:
+    async with running_app(tmp_path, temporary_password_lifetime=60) as env:
+        env.users.add("carol", env.hasher.hash(TEMPORARY), must_change_password=True)
+        backdate_password(env.users, "carol", 50)
+        # Within its lifetime: signed in to the password change, as before.
+        within = await env.login("carol", TEMPORARY)
+        assert within.status_code == 303
+        assert within.headers["location"] == "/account/password"
+        backdate_password(env.users, "carol", 61)
+        async with env.new_client() as later:
+            assert (await env.login("carol", TEMPORARY, client=later)).status_code == 401
+        # A new password renews it.
+        env.users.set_password_hash("carol", env.hasher.hash(TEMPORARY), must_change_password=True)
+        async with env.new_client() as renewed:
+            answer = await env.login("carol", TEMPORARY, client=renewed)
+            assert answer.headers["location"] == "/account/password"
 
 
 # --- forged tokens ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from starlette.routing import BaseRoute, Host, Mount, Route, WebSocketRoute
 
+from prodio.ui.mount import GradioApiShortcut
 from tests.apptest import FETCH, PAGE, running_app
 
 PUBLIC = {"/login", "/healthz", "/readyz", "/favicon.ico", "/manifest.json", "/static/x"}
@@ -26,6 +27,9 @@ def walk(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, s
         if hasattr(route, "original_router") and hasattr(route, "include_context"):
             # FastAPI >= 0.16x keeps included routers as objects of their own in app.routes.
             yield from walk(route.original_router.routes, prefix + route.include_context.prefix)
+        elif isinstance(route, GradioApiShortcut):
+            # The same Gradio mount again, reached first for <mount>/gradio_api/ paths.
+            yield from walk([route.mount], prefix)
         elif isinstance(route, Mount):
             children = route.routes
             if children:

@@ -1,6 +1,8 @@
 """Gradio's upload and file routes through the whole app, with real Gradio and two users.
 
-Part one: a user cannot reach a file another user uploaded, however the path is spelled.
+Part one: a user cannot reach a file another user uploaded, however the path is spelled,
+neither on the file routes nor as the input of an event (the home page here has a tab with
+file inputs, as an app built on prodio may have).
 Part two: the behaviour of Gradio's own that prodio relies on (size limit, multipart
 limits, active content served as a download, paths outside the uploads refused), pinned so
 that a Gradio upgrade that changes it fails here.
@@ -8,38 +10,51 @@ that a Gradio upgrade that changes it fails here.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import anyio
+import gradio as gr
 import httpx
 import pytest
+from fastapi import FastAPI
 from gradio import processing_utils
 from starlette.routing import BaseRoute, Mount
 
+import prodio.main
 from prodio.audit import AUDIT_LOGGER
+from prodio.config import Settings
 from prodio.middleware.headers import NON_DOCUMENT_POLICY
 from prodio.middleware.uploads import (
+    EVENT_ROUTES,
     FILE_ROUTES,
+    INVALID_JSON_DETAIL,
+    MAX_EVENT_BODY_BYTES,
     NOT_FOUND_DETAIL,
     REASON_NOT_OWNER,
+    TOO_LARGE_DETAIL,
     UPLOAD_NOT_FOUND,
     UPLOAD_PROGRESS_ROUTE,
     UPLOAD_ROUTE,
 )
-from prodio.session.base import SessionTimeouts
+from prodio.pages.base import Page, Tab
+from prodio.pages.home import HomePage
+from prodio.routes.home import mount_home
+from prodio.session.base import SessionStore, SessionTimeouts
 from prodio.session.redis import RedisSessionStore
-from prodio.ui.mount import file_lifetime
+from prodio.ui.mount import file_lifetime, mount_page
+from prodio.ui.state import UserState
 from prodio.uploads import cleanup_interval
-from tests.apptest import FETCH, ORIGIN, PAGE, SECRET, AppUnderTest, running_app
+from tests.apptest import BASE_URL, FETCH, ORIGIN, PAGE, SECRET, AppUnderTest, running_app
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -55,10 +70,78 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# What the file inputs' handlers were given: the bytes of each file they read.
+HANDLED: list[bytes] = []
+
+
+def read_file(path: str | None) -> str:
+    if path is None:
+        return ""
+    content = Path(path).read_bytes()
+    HANDLED.append(content)
+    return content.decode()
+
+
+def read_gallery(images: list[tuple[str, str | None]] | None) -> str:
+    return "|".join(read_file(path) for path, _ in images or [])
+
+
+class FileInputTab(Tab):
+    """File inputs whose handlers answer with the content of the files they are given."""
+
+    title = "Files"
+    slug = "file_input"
+
+    def build(self, state: UserState) -> None:
+        file = gr.File(label="A file")
+        gallery = gr.Gallery(label="Images")
+        content = gr.Textbox(label="Content")
+        gr.Button("Read").click(
+            read_file, inputs=[file], outputs=[content], **self.event(api_name="file_echo")
+        )
+        gr.Button("Read in turn").click(
+            read_file,
+            inputs=[file],
+            outputs=[content],
+            **self.event(api_name="file_echo_queued", queue=True),
+        )
+        gr.Button("Read the images").click(
+            read_gallery, inputs=[gallery], outputs=[content], **self.event(api_name="gallery_echo")
+        )
+
+
+class FilesPage(Page):
+    title = "Files"
+    tab_classes: ClassVar[Sequence[type[Tab]]] = (FileInputTab,)
+
+
+@asynccontextmanager
+async def app_with_file_inputs(
+    data_dir: Path, *, extra_page: tuple[str, Page] | None = None, **overrides: Any
+) -> AsyncIterator[AppUnderTest]:
+    """The app with :class:`FileInputTab` on its home page, and ``extra_page`` (mount path,
+    page) mounted as docs/extending.md does it. Pages are built as the app is."""
+    async with AsyncExitStack() as stack:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(HomePage, "tab_classes", [*HomePage.tab_classes, FileInputTab])
+            if extra_page is not None:
+                page_path, page = extra_page
+
+                def mount_pages(app: FastAPI, settings: Settings, store: SessionStore) -> None:
+                    mount_page(app, settings, store, page, page_path)  # just before the home
+                    mount_home(app, settings, store)
+
+                patch.setattr(prodio.main, "mount_home", mount_pages)
+            app_env = await stack.enter_async_context(running_app(data_dir, **overrides))
+        yield app_env
+
+
 @pytest.fixture(scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AppUnderTest]:
     # One app for the module: building the Gradio app is the slow part.
-    async with running_app(tmp_path_factory.mktemp("app"), max_file_size=MAX_FILE_SIZE) as app_env:
+    async with app_with_file_inputs(
+        tmp_path_factory.mktemp("app"), max_file_size=MAX_FILE_SIZE
+    ) as app_env:
         for user in USERS:
             app_env.add_user(user, PASSWORD)
         yield app_env
@@ -100,9 +183,10 @@ async def upload(
     name: str = "private.txt",
     *,
     query: str = "",
+    prefix: str = "",
 ) -> str:
     response = await client.post(
-        f"/gradio_api/upload{query}",
+        f"{prefix}/gradio_api/upload{query}",
         files={"files": (name, content, "application/octet-stream")},
         headers=SAME_ORIGIN,
     )
@@ -339,6 +423,195 @@ async def test_the_pages_keep_working(bob: httpx.AsyncClient) -> None:
     assert "<strong>bob</strong>" in await call("header_user", [])
 
 
+# --- event inputs: another user's upload never reaches a handler -------------------------
+
+JSON = {**SAME_ORIGIN, "content-type": "application/json"}
+
+
+def file_data(path: str, **extra: object) -> dict[str, object]:
+    return {"path": path, "meta": {"_type": "gradio.FileData"}, **extra}
+
+
+def event_body(*data: object, fn_index: int | None = None) -> bytes:
+    body: dict[str, object] = {"data": list(data), "event_data": None}
+    body["session_hash"] = uuid.uuid4().hex
+    if fn_index is not None:
+        body["fn_index"] = fn_index
+    return json.dumps(body).encode()
+
+
+async def fn_index(client: httpx.AsyncClient, api_name: str) -> int:
+    config = (await client.get("/config", headers=FETCH)).json()
+    [index] = [d["id"] for d in config["dependencies"] if d["api_name"] == api_name]
+    return int(index)
+
+
+async def handled(content: bytes, times: int = 1) -> bool:
+    """Whether a handler was given ``content`` ``times`` times, waiting for queued events."""
+    for _ in range(500):  # the handler runs in a worker thread: polled, up to 10 s
+        if HANDLED.count(content) >= times:
+            return True
+        await anyio.sleep(0.02)
+    return False
+
+
+async def test_another_users_upload_is_no_input(
+    alice: httpx.AsyncClient, bob: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    content = secret_bytes()
+    path = await upload(alice, content)
+    body = event_body(file_data(path))
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
+    theirs = await bob.post("/gradio_api/run/file_echo", content=body, headers=JSON)
+    assert theirs.status_code == 404
+    assert theirs.json() == {"detail": NOT_FOUND_DETAIL}
+    assert content not in HANDLED
+    [record] = [r for r in caplog.records if r.name == AUDIT_LOGGER]
+    fields = vars(record)
+    assert (fields["event"], fields["user"], fields["status"], fields["reason"]) == (
+        "access.denied",
+        "bob",
+        404,
+        REASON_NOT_OWNER,
+    )
+    mine = await alice.post("/gradio_api/run/file_echo", content=body, headers=JSON)
+    assert (mine.status_code, mine.json()["data"]) == (200, [content.decode()])
+    assert HANDLED.count(content) == 1
+
+
+# Each spelling of a file that Gradio takes as an input file (its owner's request through it
+# runs the handler on the file): (id, body of the event for the file's path).
+INPUT_SPELLINGS: list[tuple[str, Callable[[str], bytes]]] = [
+    (
+        "dot-dot",
+        lambda p: event_body(file_data("{0}/{1}/../{1}/{2}".format(*_sha_dir_and_name(p)))),
+    ),
+    ("proc-self-root", lambda p: event_body(file_data(f"/proc/self/root{p}"))),
+    ("relative-to-cwd", lambda p: event_body(file_data(_relative_to_cwd(p)))),
+    # Spellings that a check of the raw bytes for "path" would miss: json.loads reads both.
+    ("escaped-key", lambda p: event_body(file_data(p)).replace(b'"path"', b'"\\u0070ath"')),
+    ("utf-16", lambda p: event_body(file_data(p)).decode().encode("utf-16")),
+]
+
+
+@pytest.mark.parametrize("spell", [pytest.param(spell, id=name) for name, spell in INPUT_SPELLINGS])
+async def test_no_spelling_of_the_path_makes_another_users_upload_an_input(
+    alice: httpx.AsyncClient, bob: httpx.AsyncClient, spell: Callable[[str], bytes]
+) -> None:
+    content = secret_bytes()
+    body = spell(await upload(alice, content))
+    theirs = await bob.post("/gradio_api/run/file_echo", content=body, headers=JSON)
+    assert theirs.status_code == 404
+    assert content not in HANDLED
+    mine = await alice.post("/gradio_api/run/file_echo", content=body, headers=JSON)
+    assert (mine.status_code, mine.json()["data"]) == (200, [content.decode()])
+
+
+async def test_another_users_upload_is_no_input_of_any_event_route(
+    alice: httpx.AsyncClient, bob: httpx.AsyncClient
+) -> None:
+    content = secret_bytes()
+    path = await upload(alice, content)
+    direct = await fn_index(bob, "file_echo")
+    queued = await fn_index(bob, "file_echo_queued")
+    attempts = [
+        ("/gradio_api/run/predict", event_body(file_data(path), fn_index=direct)),
+        ("/gradio_api/api/file_echo", event_body(file_data(path))),
+        ("/gradio_api/run/file_echo/", event_body(file_data(path))),
+        ("/gradio_api/call/file_echo_queued", event_body(file_data(path))),
+        ("/gradio_api/call/v2/file_echo_queued", json.dumps({"path": file_data(path)}).encode()),
+        ("/gradio_api/queue/join", event_body(file_data(path), fn_index=queued)),
+        ("/gradio_api/queue/join%0A", event_body(file_data(path), fn_index=queued)),
+        ("/gradio_api/run/gallery_echo", event_body([{"image": file_data(path), "caption": None}])),
+    ]
+    for route, body in attempts:
+        response = await bob.post(route, content=body, headers=JSON)
+        assert response.status_code == 404, route
+    # The queued event of its owner runs; none of the attempts above ran before it.
+    joined = await alice.post(
+        "/gradio_api/queue/join", content=event_body(file_data(path), fn_index=queued), headers=JSON
+    )
+    assert joined.status_code == 200
+    assert await handled(content)
+    gallery = event_body([{"image": file_data(path), "caption": None}])
+    mine = await alice.post("/gradio_api/run/gallery_echo", content=gallery, headers=JSON)
+    assert (mine.status_code, mine.json()["data"]) == (200, [content.decode()])
+    assert HANDLED.count(content) == 2
+
+
+async def test_a_url_naming_another_users_upload_is_refused(
+    env: AppUnderTest, alice: httpx.AsyncClient, bob: httpx.AsyncClient
+) -> None:
+    """Gradio reads an input file from its ``path`` and, for a local app, ignores its
+    ``url``, or fetches an http ``path`` without the user's cookie; a request that names
+    another user's upload in either is refused all the same."""
+    content = secret_bytes()
+    path = await upload(alice, content)
+    output = processing_utils.save_bytes_to_cache(secret_bytes(), "out.txt", str(upload_dir(env)))
+    for data in (
+        file_data(output, url=f"/gradio_api/file={path}"),
+        file_data(output, url=f"{BASE_URL}/gradio_api/file={quote(path)}"),
+        file_data(f"{BASE_URL}/gradio_api/file={path}"),
+    ):
+        response = await bob.post(
+            "/gradio_api/run/file_echo", content=event_body(data), headers=JSON
+        )
+        assert response.status_code == 404, data
+    assert content not in HANDLED
+    mine = event_body(file_data(output, url=f"/gradio_api/file={path}"))
+    assert (
+        await alice.post("/gradio_api/run/file_echo", content=mine, headers=JSON)
+    ).status_code == 200
+
+
+async def test_files_gradio_wrote_stay_inputs_for_anybody(
+    env: AppUnderTest, bob: httpx.AsyncClient
+) -> None:
+    """An event's output fed back as an input, a cached example: no upload, Gradio's rules."""
+    content = secret_bytes()
+    output = processing_utils.save_bytes_to_cache(content, "output.txt", str(upload_dir(env)))
+    body = event_body(file_data(output))
+    response = await bob.post("/gradio_api/run/file_echo", content=body, headers=JSON)
+    assert (response.status_code, response.json()["data"]) == (200, [content.decode()])
+
+
+async def test_an_event_body_gradio_cannot_read_gets_a_4xx(bob: httpx.AsyncClient) -> None:
+    malformed = await bob.post(
+        "/gradio_api/run/file_echo", content=b'{"data": [{"path": ', headers=JSON
+    )
+    assert malformed.status_code == 422  # Gradio's own answer
+    deep = b'{"path": "x", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    too_deep = await bob.post("/gradio_api/run/file_echo", content=deep, headers=JSON)
+    assert too_deep.status_code == 400
+    assert too_deep.json() == {"detail": INVALID_JSON_DETAIL}
+    big = b'{"data": ["' + b"x" * MAX_EVENT_BODY_BYTES + b'"]}'
+    too_large = await bob.post("/gradio_api/run/file_echo", content=big, headers=JSON)
+    assert too_large.status_code == 413
+    assert too_large.json() == {"detail": TOO_LARGE_DETAIL}
+
+
+async def test_isolation_holds_on_every_page(tmp_path: Path) -> None:
+    """A second page (docs/extending.md) is a Gradio app of its own at its own path, and
+    shares the temp folder: its file routes, uploads and events are checked too."""
+    async with app_with_file_inputs(tmp_path, extra_page=("/files", FilesPage())) as app_env:
+        app_env.add_user("alice", PASSWORD)
+        app_env.add_user("bob", PASSWORD)
+        async with signed_in(app_env, "alice") as alice, signed_in(app_env, "bob") as bob:
+            content = secret_bytes()
+            home_path = await upload(alice, content)
+            page_path = await upload(alice, secret_bytes(), prefix="/files")
+            for path in (home_path, page_path):
+                for mount in ("", "/files"):
+                    url = f"{mount}/gradio_api/file={path}"
+                    assert (await alice.get(url)).status_code == 200, url
+                    assert (await bob.get(url)).status_code == 404, url
+            body = event_body(file_data(home_path))
+            theirs = await bob.post("/files/gradio_api/run/file_echo", content=body, headers=JSON)
+            assert theirs.status_code == 404
+            mine = await alice.post("/files/gradio_api/run/file_echo", content=body, headers=JSON)
+            assert (mine.status_code, mine.json()["data"]) == (200, [content.decode()])
+
+
 async def test_an_upload_does_not_outlive_its_instance(tmp_path: Path) -> None:
     """Gradio deletes the files an instance wrote when it stops: no file outlives the
     in-memory record that guarded it."""
@@ -400,6 +673,46 @@ async def test_every_gradio_route_that_serves_a_path_is_known(env: AppUnderTest)
     assert {UPLOAD_ROUTE, UPLOAD_PROGRESS_ROUTE} | checked <= templates
     serving_paths = {t for t in templates if ":path}" in t or "file" in t.lower()}
     assert serving_paths == checked | set(SERVE_NO_UPLOAD)
+
+
+def _post_routes(routes: list[BaseRoute], prefix: str = "") -> Iterator[str]:
+    for route in routes:
+        if hasattr(route, "original_router") and hasattr(route, "include_context"):
+            yield from _post_routes(
+                route.original_router.routes, prefix + route.include_context.prefix
+            )
+        elif isinstance(route, Mount):
+            yield from _post_routes(list(route.routes), prefix + route.path)
+        elif "POST" in (getattr(route, "methods", None) or ()):
+            yield prefix + getattr(route, "path", "")
+
+
+# Gradio's POST routes that run no event on data of the request, and why.
+TAKE_NO_EVENT_DATA = {
+    "/gradio_api/stream/{event_id}/close": "ends a stream: no data",
+    "/gradio_api/cancel": "cancels an event by id: no data",
+    "/gradio_api/reset": "a no-op",
+    "/gradio_api/reset/": "a no-op",
+    "/gradio_api/process_recording": "a screen recording's bytes (multipart), no path",
+    "/gradio_api/vibe-edit": "vibe mode only (off): a prompt",
+    "/gradio_api/vibe-edit/": "vibe mode only (off): a prompt",
+    "/gradio_api/undo-vibe-edit": "vibe mode only (off)",
+    "/gradio_api/undo-vibe-edit/": "vibe mode only (off)",
+    "/gradio_api/vibe-code": "vibe mode only (off): code",
+    "/gradio_api/vibe-code/": "vibe mode only (off): code",
+    "/gradio_api/vibe-starter-queries": "vibe mode only (off)",
+    "/gradio_api/vibe-starter-queries/": "vibe mode only (off)",
+    "/login": "Gradio's login form, shadowed by prodio's /login",
+    "/login/": "Gradio's login form (Gradio's auth is off: prodio signs users in)",
+}
+
+
+async def test_every_gradio_route_that_takes_event_data_is_checked(env: AppUnderTest) -> None:
+    """A POST route that a Gradio upgrade adds fails here until the middleware reads its
+    body or it is listed above with the reason it hands no file to a handler."""
+    gradio = set(_post_routes(list(gradio_app(env).routes)))
+    assert set(EVENT_ROUTES) <= gradio
+    assert gradio - set(EVENT_ROUTES) - {UPLOAD_ROUTE} == set(TAKE_NO_EVENT_DATA)
 
 
 async def test_instances_sharing_redis_share_the_owners(tmp_path: Path) -> None:

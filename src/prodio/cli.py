@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -29,6 +30,7 @@ from prodio.config import Settings, SettingsError, load_settings
 from prodio.session import SessionStore, SessionStoreUnavailable, build_session_store
 from prodio.users import (
     PasswordHasher,
+    User,
     UserError,
     UserExists,
     UserNotFound,
@@ -40,7 +42,7 @@ from prodio.users import (
 
 PROG = "prodio"
 FIRST_USER = "admin"
-TEMPORARY_NOTE = " (temporary password: it must be changed at the next sign-in)"
+TEMPORARY_NOTE = " (temporary password: it must be changed at the next sign-in, within {lifetime})"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -62,7 +64,21 @@ def _new_password_hasher() -> PasswordHasher:
 # -- serve ----------------------------------------------------------------------------
 
 
-def _first_user_box(username: str, password: str) -> str:
+def duration_text(seconds: int) -> str:
+    """``seconds`` as a person would say it: "72 hours", "30 days", "90 minutes"."""
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        # Hours up to three days read better than days ("72 hours", not "3 days").
+        if seconds % size == 0 and (unit != "day" or seconds > 3 * 86_400):
+            count = seconds // size
+            return f"{count} {unit}" + ("" if count == 1 else "s")
+    return "1 second" if seconds == 1 else f"{seconds} seconds"
+
+
+def _temporary_note(settings: Settings) -> str:
+    return TEMPORARY_NOTE.format(lifetime=duration_text(settings.temporary_password_lifetime))
+
+
+def _first_user_box(username: str, password: str, lifetime: int) -> str:
     lines = [
         "prodio made the first user (dev mode):",
         "",
@@ -72,6 +88,7 @@ def _first_user_box(username: str, password: str) -> str:
         "This password is shown only ONCE: note it now.",
         "Signing in with it leads to a page where you must choose your own",
         f"before anything else (or set one now: prodio users set-password {username}).",
+        f"It signs in for {duration_text(lifetime)} only (PRODIO_TEMPORARY_PASSWORD_LIFETIME).",
     ]
     width = max(len(line) for line in lines)
     border = "+" + "-" * (width + 2) + "+"
@@ -87,9 +104,22 @@ def bootstrap_first_user(
     With no user at all: in dev mode make ``admin`` with a random password and show it
     once; otherwise say how to add a user (the server still starts). The password is a
     temporary one: its first sign-in must change it (ASVS 6.3.2, 6.4.1), since it sat in a
-    console (and maybe a log) in plain text.
+    console (and maybe a log) in plain text, and it stops working after
+    ``PRODIO_TEMPORARY_PASSWORD_LIFETIME``. When the only account has such an expired
+    password, say so and how to set another, rather than make a second account.
     """
-    if store.count() > 0:
+    count = store.count()
+    if count == 1:
+        [only] = store.list()
+        if _temporary_password_expired(only, settings):
+            print(
+                f"{PROG}: note: the temporary password of {only.username}, the only user, "
+                "has expired, so nobody can sign in; set a new one with: "
+                f"prodio users set-password {only.username}",
+                file=stderr,
+            )
+        return None
+    if count > 0:
         return None
     if not settings.is_dev:
         print(
@@ -104,7 +134,11 @@ def bootstrap_first_user(
     except UserExists:
         # Another instance starting at the same time made it first; it showed its password.
         return None
-    print(_first_user_box(FIRST_USER, password), file=stderr, flush=True)
+    print(
+        _first_user_box(FIRST_USER, password, settings.temporary_password_lifetime),
+        file=stderr,
+        flush=True,
+    )
     return password
 
 
@@ -348,6 +382,18 @@ def _revoke_sessions(settings: Settings, username: str) -> None:
     print(f"ended {ended} open session(s) of {username}")
 
 
+def _temporary_password_expired(user: User, settings: Settings) -> bool:
+    return user.temporary_password_expired(settings.temporary_password_lifetime, datetime.now(UTC))
+
+
+def _status(user: User, settings: Settings) -> str:
+    status = "disabled" if user.disabled else "active"
+    if _temporary_password_expired(user, settings):
+        # Signs in no more: an administrator must set a new password.
+        return status + ",temporary-password-expired"
+    return status + (",temporary-password" if user.must_change_password else "")
+
+
 def _users_add(args: argparse.Namespace) -> int:
     settings = load_settings()
     name = normalize_username(args.name)
@@ -357,7 +403,7 @@ def _users_add(args: argparse.Namespace) -> int:
         password = _read_new_password(name, args.password_stdin)
         password_hash = _new_password_hasher().hash(password, username=name)
         store.add(name, password_hash, must_change_password=args.temporary)
-    print(f"added user {name}" + (TEMPORARY_NOTE if args.temporary else ""))
+    print(f"added user {name}" + (_temporary_note(settings) if args.temporary else ""))
     return EXIT_OK
 
 
@@ -369,12 +415,7 @@ def _users_list(args: argparse.Namespace) -> int:
         print("no users yet; add one with: prodio users add NAME")
         return EXIT_OK
     rows = [("NAME", "STATUS", "CREATED")] + [
-        (
-            user.username,
-            ("disabled" if user.disabled else "active")
-            + (",temporary-password" if user.must_change_password else ""),
-            user.created_at.strftime("%Y-%m-%d %H:%M UTC"),
-        )
+        (user.username, _status(user, settings), user.created_at.strftime("%Y-%m-%d %H:%M UTC"))
         for user in users
     ]
     widths = [max(len(row[column]) for row in rows) for column in range(2)]
@@ -401,7 +442,7 @@ def _users_set_password(args: argparse.Namespace) -> int:
         password = _read_new_password(name, args.password_stdin)
         password_hash = _new_password_hasher().hash(password, username=name)
         store.set_password_hash(name, password_hash, must_change_password=args.temporary)
-    print(f"changed the password of {name}" + (TEMPORARY_NOTE if args.temporary else ""))
+    print(f"changed the password of {name}" + (_temporary_note(settings) if args.temporary else ""))
     _revoke_sessions(settings, name)
     return EXIT_OK
 

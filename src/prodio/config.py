@@ -24,6 +24,8 @@ SECRET_FILE_NAME = "secret_key"
 MAX_LOGIN_FAILURE_WINDOW = 30 * 24 * 60 * 60
 MIN_UPLOAD_LIFETIME = 60
 MAX_UPLOAD_LIFETIME = 30 * 24 * 60 * 60
+DEFAULT_TEMPORARY_PASSWORD_LIFETIME = 72 * 60 * 60
+MAX_TEMPORARY_PASSWORD_LIFETIME = 30 * 24 * 60 * 60
 SENTINEL_ADDRESS_EXAMPLE = "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"
 _IPV6_FIRST = re.compile(r"\s*\[\s*[0-9A-Fa-f:]")
 HOW_TO_MAKE_A_SECRET = (
@@ -97,6 +99,9 @@ class Settings(BaseSettings):
     # How long an address the account signed in from stays exempt from that account's lock
     # (its own limit still applies); 0 turns the exemption off.
     login_known_client_ttl: Annotated[float, Field(ge=0, le=365 * 24 * 3600)] = 30 * 24 * 3600.0
+    # How long a temporary password (the dev admin's, `--temporary`) signs in after it was
+    # set; after that it is refused like a wrong one, until an administrator sets another.
+    temporary_password_lifetime: int = DEFAULT_TEMPORARY_PASSWORD_LIFETIME
 
     cookie_secure: bool = False
     cookie_samesite: Literal["lax", "strict"] = "lax"
@@ -163,6 +168,18 @@ class Settings(BaseSettings):
                 "their 'sentinel monitor' line, for example mymaster), without spaces"
             )
         return name
+
+    @field_validator("temporary_password_lifetime")
+    @classmethod
+    def _check_temporary_password_lifetime(cls, value: int) -> int:
+        # Checked here rather than with Field bounds, to say the unit and the range at once.
+        if not 0 < value <= MAX_TEMPORARY_PASSWORD_LIFETIME:
+            raise ValueError(
+                f"must be a number of seconds from 1 to {MAX_TEMPORARY_PASSWORD_LIFETIME} "
+                f"(30 days), not {value}; the default is {DEFAULT_TEMPORARY_PASSWORD_LIFETIME} "
+                "(72 hours)"
+            )
+        return value
 
     @field_validator("previous_secret_keys_until")
     @classmethod

@@ -78,6 +78,10 @@ def build_services(
         ),
         csrf=CsrfTokens(secret),
         cookies=CookiePolicy.from_settings(settings),
-        passwords=PasswordAuthenticator(user_store, hasher or PasswordHasher()),
+        passwords=PasswordAuthenticator(
+            user_store,
+            hasher or PasswordHasher(),
+            temporary_password_lifetime=settings.temporary_password_lifetime,
+        ),
         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)),
     )

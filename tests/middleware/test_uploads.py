@@ -6,9 +6,15 @@ the middleware is pinned on its own: what it holds back, what it records, what i
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import AsyncIterator, Sequence
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -16,13 +22,24 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from prodio.audit import AUDIT_LOGGER
 from prodio.middleware.uploads import (
+    EVENT_ROUTES,
+    INVALID_JSON_DETAIL,
+    MAX_EVENT_FILES,
     MAX_UPLOAD_ANSWER_BYTES,
     NOT_FOUND_DETAIL,
+    REASON_NOT_OWNER,
+    TOO_LARGE_DETAIL,
+    TOO_MANY_FILES_DETAIL,
     UPLOAD_NOT_FOUND,
     UploadOwnershipMiddleware,
+    _may_name_a_file,
+    _never_called,
+    any_route_pattern,
 )
 from prodio.uploads import (
     InMemoryUploadRegistry,
@@ -219,9 +236,18 @@ async def test_an_upload_without_a_user_is_left_to_gradio(
 async def test_a_route_that_only_looks_like_the_upload_is_not_held(
     registry: InMemoryUploadRegistry, client: httpx.AsyncClient
 ) -> None:
-    for path in ("/gradio_api/upload_files", "/gradio_api/upload/x", "/x/gradio_api/upload"):
+    for path in ("/gradio_api/upload_files", "/gradio_api/upload/x", "/gradio_api_upload"):
         await client.post(path, headers=as_user("alice"))
     assert len(registry) == 0
+
+
+async def test_an_upload_through_any_page_is_recorded(
+    registry: InMemoryUploadRegistry, client: httpx.AsyncClient
+) -> None:
+    """Every page is a Gradio app of its own, mounted at its own path, and all of them
+    write to the one temp folder: an upload through any of them is recorded."""
+    await client.post("/tools/gradio_api/upload", headers=as_user("alice"))
+    assert await owner_of(registry, ALICE_FILE) is Ownership.OWNER
 
 
 async def test_the_upload_route_is_matched_as_starlette_matches_it(
@@ -291,13 +317,18 @@ async def test_files_nobody_recorded_are_left_to_gradio(client: httpx.AsyncClien
     assert response.status_code == 200
 
 
-async def test_only_the_mounted_gradio_is_checked(registry: InMemoryUploadRegistry) -> None:
+async def test_the_file_routes_of_every_page_are_checked(
+    registry: InMemoryUploadRegistry,
+) -> None:
+    """A page mounted at /tools (docs/extending.md) serves the same temp folder."""
     await registry.record("alice", [file_key(ALICE_FILE) or ""])
     async with client_for(FakeGradio(), registry, mount_path="/app") as http:
-        inside = await http.get(f"/app/gradio_api/file={ALICE_FILE}", headers=as_user("bob"))
-        outside = await http.get(f"/gradio_api/file={ALICE_FILE}", headers=as_user("bob"))
-    assert inside.status_code == 404
-    assert outside.status_code == 200  # not Gradio's route at this mount path
+        for mount in ("/app", "", "/tools", "/a/b"):
+            url = f"{mount}/gradio_api/file={ALICE_FILE}"
+            assert (await http.get(url, headers=as_user("bob"))).status_code == 404, url
+            assert (await http.get(url, headers=as_user("alice"))).status_code == 200, url
+        unrelated = await http.get(f"/gradio_apis/file={ALICE_FILE}", headers=as_user("bob"))
+    assert unrelated.status_code == 200  # no Gradio route: left alone
 
 
 async def test_other_answers_are_never_held_back(registry: InMemoryUploadRegistry) -> None:
@@ -430,3 +461,440 @@ async def test_a_registry_that_does_not_answer_fails_closed(
     assert "/tmp/" not in response.text
     if "file=" in path or "progress" in path or "upload_id" in path:
         assert inner.seen == []
+
+
+# --- event inputs ------------------------------------------------------------------------
+
+
+class RecordingGradio:
+    """An event route: keeps every message its ``receive`` gave, answers 200."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.messages: list[Message] = []
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.messages if m["type"] == "http.request")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls += 1
+        while True:
+            message = await receive()
+            self.messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ran"})
+
+
+@dataclass
+class Files:
+    alice: Path  # recorded for alice
+    bob: Path  # recorded for bob
+    nobodys: Path  # on disk, recorded for nobody (an output, an example)
+
+
+@pytest.fixture
+async def files(tmp_path: Path, registry: InMemoryUploadRegistry) -> Files:
+    made = []
+    for name in ("alice", "bob", "nobody"):
+        path = tmp_path / "gradio" / f"{name:0>64}" / f"{name}.txt"
+        path.parent.mkdir(parents=True)
+        path.write_text(name)
+        made.append(path)
+    await registry.record("alice", [file_key(str(made[0])) or ""])
+    await registry.record("bob", [file_key(str(made[1])) or ""])
+    return Files(*made)
+
+
+def file_data(path: object, **extra: object) -> dict[str, object]:
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}, **extra}
+
+
+def event(*data: object) -> bytes:
+    """The body of an event as the browser sends it."""
+    body = {"data": list(data), "event_data": None, "fn_index": 5, "session_hash": "s1"}
+    return json.dumps(body).encode()
+
+
+NOTEPAD_EVENT = event("A note of a few words.", None)
+
+# One request path per event route (EVENT_ROUTES), at the home page's mount and another.
+EVENT_PATHS = [
+    "/gradio_api/run/predict",
+    "/gradio_api/run/predict/",
+    "/gradio_api/api/file_echo",
+    "/gradio_api/api/file_echo/",
+    "/gradio_api/call/file_echo",
+    "/gradio_api/call/file_echo/",
+    "/gradio_api/call/v2/file_echo",
+    "/gradio_api/call/v2/file_echo/",
+    "/gradio_api/queue/join",
+    "/gradio_api/queue/join%0A",  # Starlette's "$" matches before a final newline
+    "/gradio_api/stream/0123abcd",
+    "/gradio_api/component_server",
+    "/gradio_api/component_server/",
+    "/tools/gradio_api/run/predict",
+    "/tools/gradio_api/queue/join",
+]
+
+
+async def post_event(
+    registry: UploadRegistry,
+    body: bytes,
+    *,
+    user: str = "bob",
+    path: str = "/gradio_api/run/predict",
+    headers: dict[str, str] | None = None,
+) -> tuple[httpx.Response, RecordingGradio]:
+    inner = RecordingGradio()
+    async with client_for(inner, registry) as http:
+        response = await http.post(
+            path,
+            content=body,
+            headers={**as_user(user), "content-type": "application/json", **(headers or {})},
+        )
+    return response, inner
+
+
+def test_the_event_routes_are_gradios_in_every_spelling() -> None:
+    """The one pattern that finds an event route agrees with Starlette's own routes."""
+    pattern = any_route_pattern(EVENT_ROUTES)
+    routes = [Route(template, _never_called, methods=["POST"]) for template in EVENT_ROUTES]
+    candidates = [
+        *(p.replace("%0A", "\n") for p in EVENT_PATHS if p.startswith("/gradio_api/")),
+        "/gradio_api/run/a/b",
+        "/gradio_api/run/",
+        "/gradio_api/run",
+        "/gradio_api/queue/join/",
+        "/gradio_api/queue/joined",
+        "/gradio_api/queue/join\n\n",
+        "/gradio_api/queue/data",
+        "/gradio_api/stream/x/close",
+        "/gradio_api/call/v2/x/y",
+        "/gradio_api/upload",
+        "/gradio_api/file=/tmp/x",
+        "/gradio_api/component_serverx",
+    ]
+    for path in candidates:
+        scope = {"type": "http", "path": path, "method": "POST"}
+        expected = any(route.matches(scope)[0] is Match.FULL for route in routes)
+        assert bool(pattern.match(path)) is expected, path
+
+
+def test_a_body_left_unparsed_is_one_json_reads_as_utf_8() -> None:
+    """The pre-check may skip parsing only a body that json.loads decodes as UTF-8, where
+    a key "path" is the bytes '"path"' or holds a \\u escape."""
+    first_bytes = [b"\x00", b"\x01", b"{", b'"', b"\xef", b"\xbb", b"\xbf", b"\xfe", b"\xff"]
+    for length in range(5):
+        for start in itertools.product(first_bytes, repeat=length):
+            for tail in (b"", b'["no file"]'):
+                body = b"".join(start) + tail
+                if not _may_name_a_file(body):
+                    assert json.detect_encoding(body) in ("utf-8", "utf-8-sig"), body
+    assert _may_name_a_file(b'{"p\\u0061th": 1}')
+    assert not _may_name_a_file(b'{"data": ["paths", "a\\nb"]}')
+
+
+@pytest.mark.parametrize("path", EVENT_PATHS)
+async def test_another_users_upload_as_an_input_is_not_found(
+    registry: InMemoryUploadRegistry,
+    files: Files,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
+    response, inner = await post_event(registry, event(file_data(files.alice)), path=path)
+    assert response.status_code == 404
+    assert response.json() == {"detail": NOT_FOUND_DETAIL}
+    assert inner.calls == 0
+    [record] = [r for r in caplog.records if r.name == AUDIT_LOGGER]
+    assert (vars(record)["event"], vars(record)["reason"]) == ("access.denied", REASON_NOT_OWNER)
+    mine, inner = await post_event(registry, event(file_data(files.alice)), user="alice", path=path)
+    assert (mine.status_code, inner.calls) == (200, 1)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(lambda f: file_data(f.bob), id="own-upload"),
+        pytest.param(lambda f: file_data(f.nobodys), id="gradios-own-file"),
+        pytest.param(lambda f: [file_data(f.bob), file_data(f.nobodys)], id="several"),
+        pytest.param(lambda f: file_data("/tmp/no-such-dir/alice.txt"), id="missing-file"),
+        pytest.param(lambda f: 'a text that mentions "path" and /etc/passwd', id="text"),
+    ],
+)
+async def test_an_event_with_files_of_ones_own_runs(
+    registry: InMemoryUploadRegistry, files: Files, data: Callable[[Files], object]
+) -> None:
+    body = event(data(files))
+    response, inner = await post_event(registry, body)
+    assert (response.status_code, inner.calls) == (200, 1)
+    assert inner.body == body
+
+
+def _relative(path: Path) -> str:
+    return os.path.relpath(path, Path.cwd())
+
+
+# Ways to name alice's file inside an event: each builds the event's body from the file.
+SPELLINGS: list[tuple[str, Callable[[Path], bytes]]] = [
+    ("dot-dot", lambda p: event(file_data(f"{p.parent}/../{p.parent.name}/{p.name}"))),
+    ("dot-segments", lambda p: event(file_data(str(p).replace("/", "/./")))),
+    ("double-slashes", lambda p: event(file_data(str(p).replace("/", "//")))),
+    ("proc-self-root", lambda p: event(file_data(f"/proc/self/root{p}"))),
+    ("relative", lambda p: event(file_data(_relative(p)))),
+    ("without-meta", lambda p: event({"path": str(p)})),
+    ("gallery", lambda p: event([{"image": file_data(p), "caption": None}])),
+    ("chat-history", lambda p: event([{"role": "user", "content": [{"file": file_data(p)}]}])),
+    ("deep", lambda p: event(json.loads("[" * 200 + json.dumps(file_data(p)) + "]" * 200))),
+    ("event-data", lambda p: json.dumps({"data": [], "event_data": file_data(p)}).encode()),
+    ("call-v2-parameter", lambda p: json.dumps({"path": str(p)}).encode()),
+    ("after-own-file", lambda p: event(file_data(p.parent.parent / "x"), file_data(p))),
+    ("url", lambda p: event(file_data("/tmp/x", url=f"/gradio_api/file={p}"))),
+    ("url-absolute", lambda p: event(file_data("/tmp/x", url=f"http://h/gradio_api/file={p}"))),
+    (
+        "url-encoded",
+        lambda p: event(file_data("/tmp/x", url="/gradio_api/file=" + quote(str(p), safe=""))),
+    ),
+    ("url-old-route", lambda p: event(file_data("/tmp/x", url=f"/gradio_api/file/{p}"))),
+    ("url-other-page", lambda p: event(file_data("/tmp/x", url=f"/tools/gradio_api/file={p}"))),
+    ("url-newline", lambda p: event(file_data("/tmp/x", url=f"/gradio_api/file={p}%0A"))),
+    ("path-is-a-url", lambda p: event(file_data(f"http://prodio.test/gradio_api/file={p}"))),
+    ("escaped-key", lambda p: event(file_data(p)).replace(b'"path"', b'"\\u0070ath"')),
+    ("escaped-value", lambda p: event(file_data(p)).replace(b"/", b"\\u002f")),
+    ("utf-16", lambda p: event(file_data(p)).decode().encode("utf-16")),
+    ("utf-32-le", lambda p: event(file_data(p)).decode().encode("utf-32-le")),
+    ("utf-8-bom", lambda p: b"\xef\xbb\xbf" + event(file_data(p))),
+    ("duplicate-keys", lambda p: f'{{"data": [{{"path": "/tmp/x", "path": "{p}"}}]}}'.encode()),
+]
+
+
+@pytest.mark.parametrize("spell", [pytest.param(spell, id=name) for name, spell in SPELLINGS])
+async def test_no_spelling_hands_another_users_upload_to_a_handler(
+    registry: InMemoryUploadRegistry, files: Files, spell: Callable[[Path], bytes]
+) -> None:
+    body = spell(files.alice)
+    response, inner = await post_event(registry, body)
+    assert response.status_code == 404
+    assert inner.calls == 0
+    mine, inner = await post_event(registry, body, user="alice")
+    assert (mine.status_code, inner.calls, inner.body) == (200, 1, body)
+
+
+async def call_once(app: ASGIApp, scope: Scope, body: bytes) -> list[Message]:
+    """Run ``app`` on one request with ``body`` in one message; what it sent."""
+    sent: list[Message] = []
+
+    async def one_message() -> Message:
+        return {"type": "http.request", "body": body}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, one_message, send)
+    return sent
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(NOTEPAD_EVENT, id="notepad"),
+        pytest.param(b'{"data": ["no closing brace", \xff\xfe', id="not-json"),
+        pytest.param(b"", id="empty"),
+        # A browser's JSON.stringify writes any character as UTF-8, never as \u.
+        pytest.param(
+            json.dumps({"data": ["caf\u00e9 \U0001f600"]}, ensure_ascii=False).encode(), id="utf-8"
+        ),
+    ],
+)
+async def test_an_event_without_files_passes_byte_identical_and_unparsed(
+    registry: InMemoryUploadRegistry, monkeypatch: pytest.MonkeyPatch, body: bytes
+) -> None:
+    parsed: list[object] = []
+    real_loads = json.loads
+
+    def spy(document: str | bytes, **kwargs: Any) -> Any:
+        parsed.append(document)
+        return real_loads(document, **kwargs)
+
+    inner = RecordingGradio()
+    middleware = UploadOwnershipMiddleware(inner, registry=registry)
+    scope = http_scope("/gradio_api/run/predict", user="bob", method="POST")
+    with monkeypatch.context() as patched:
+        patched.setattr(json, "loads", spy)
+        sent = await call_once(middleware, scope, body)
+    assert parsed == []
+    assert (inner.calls, inner.body) == (1, body)
+    assert sent[0]["status"] == 200
+
+
+async def test_a_body_in_pieces_reaches_the_app_whole_then_the_clients_messages(
+    registry: InMemoryUploadRegistry, files: Files
+) -> None:
+    body = event(file_data(files.bob))
+    messages: list[Message] = [
+        {"type": "http.request", "body": body[:10], "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "http.request", "body": body[10:], "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive_next() -> Message:
+        return messages.pop(0)
+
+    async def read_on(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(await receive())
+        seen.append(await receive())  # after the body: the client's disconnect
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    seen: list[Message] = []
+
+    async def send(message: Message) -> None:
+        pass
+
+    middleware = UploadOwnershipMiddleware(read_on, registry=registry)
+    await middleware(
+        http_scope("/gradio_api/queue/join", user="bob", method="POST"), receive_next, send
+    )
+    assert seen == [
+        {"type": "http.request", "body": body, "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+
+async def test_a_client_gone_before_the_end_of_its_body_runs_nothing(
+    registry: InMemoryUploadRegistry,
+) -> None:
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"data": [', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive_next() -> Message:
+        return messages.pop(0)
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    inner = RecordingGradio()
+    middleware = UploadOwnershipMiddleware(inner, registry=registry)
+    await middleware(
+        http_scope("/gradio_api/queue/join", user="bob", method="POST"), receive_next, send
+    )
+    assert (inner.calls, sent) == (0, [])
+
+
+async def test_other_methods_and_routes_are_not_read(
+    registry: InMemoryUploadRegistry, files: Files
+) -> None:
+    """A GET of an event route (405 from Gradio), /cancel and /reset carry no event data."""
+    body = event(file_data(files.alice))
+    for method, path in [
+        ("GET", "/gradio_api/queue/join"),
+        ("PUT", "/gradio_api/run/predict"),
+        ("POST", "/gradio_api/cancel"),
+        ("POST", "/gradio_api/queue/data"),
+        ("POST", "/api/session"),
+    ]:
+        inner = RecordingGradio()
+        async with client_for(inner, registry) as http:
+            response = await http.request(method, path, content=body, headers=as_user("bob"))
+        assert (response.status_code, inner.calls) == (200, 1), path
+
+
+async def test_a_multipart_body_is_not_held(registry: InMemoryUploadRegistry, files: Files) -> None:
+    """component_server reads a multipart body as form fields and file bytes (the image
+    editor's layers), never as FileData: it streams on to Gradio, piece by piece."""
+    pieces = [b"--b\r\n", str(files.alice).encode(), b"\r\n--b--\r\n"]
+    messages: list[Message] = [
+        {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
+        for i, piece in enumerate(pieces)
+    ]
+
+    async def receive_next() -> Message:
+        return messages.pop(0)
+
+    inner = RecordingGradio()
+
+    async def send(message: Message) -> None:
+        pass
+
+    middleware = UploadOwnershipMiddleware(inner, registry=registry)
+    scope = http_scope("/gradio_api/component_server", user="bob", method="POST")
+    scope["headers"] = [(b"content-type", b"multipart/form-data; boundary=b")]
+    await middleware(scope, receive_next, send)
+    assert [m["body"] for m in inner.messages] == pieces
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "streamed"])
+async def test_a_body_over_the_limit_gets_413(
+    registry: InMemoryUploadRegistry, declared: bool
+) -> None:
+    limit = 1000
+    inner = RecordingGradio()
+    app = signed_in(UploadOwnershipMiddleware(inner, registry=registry, max_event_body=limit))
+
+    async def pieces(size: int) -> AsyncIterator[bytes]:
+        yield b" " * (size - 2)
+        yield b"{}"
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
+        for size, status in ((limit, 200), (limit + 1, 413)):
+            content: bytes | AsyncIterator[bytes] = (
+                b" " * (size - 2) + b"{}" if declared else pieces(size)
+            )
+            response = await http.post(
+                "/gradio_api/queue/join", content=content, headers=as_user("bob")
+            )
+            assert "content-length" in response.request.headers or not declared
+            assert response.status_code == status, size
+            if status == 413:
+                assert response.json() == {"detail": TOO_LARGE_DETAIL}
+    assert inner.calls == 1
+
+
+async def test_too_many_file_names_get_413(registry: InMemoryUploadRegistry, files: Files) -> None:
+    names = [file_data(f"/tmp/missing/{n}") for n in range(MAX_EVENT_FILES)]
+    response, inner = await post_event(registry, event(*names))
+    assert (response.status_code, inner.calls) == (200, 1)
+    response, inner = await post_event(registry, event(*names, file_data(files.bob)))
+    assert (response.status_code, inner.calls) == (413, 0)
+    assert response.json() == {"detail": TOO_MANY_FILES_DETAIL}
+
+
+async def test_a_body_that_is_not_json_is_left_to_gradio(registry: InMemoryUploadRegistry) -> None:
+    """Gradio reads it with the same parser and refuses it (a 4xx, not a 500)."""
+    body = b'{"data": [{"path": "/tmp/x", '
+    response, inner = await post_event(registry, body)
+    assert (response.status_code, inner.calls, inner.body) == (200, 1, body)
+
+
+async def test_json_nested_deeper_than_the_parser_goes_gets_400(
+    registry: InMemoryUploadRegistry,
+) -> None:
+    body = b'{"path": "x", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response, inner = await post_event(registry, body)
+    assert (response.status_code, inner.calls) == (400, 0)
+    assert response.json() == {"detail": INVALID_JSON_DETAIL}
+
+
+async def test_an_event_with_files_fails_closed_when_the_registry_is_down(
+    unreachable: UploadRegistry, tmp_path: Path
+) -> None:
+    on_disk = tmp_path / "a.txt"
+    on_disk.write_text("a")
+    response, inner = await post_event(unreachable, event(file_data(on_disk)))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert inner.calls == 0
+    # An event that names no file (or no file on disk) never asks the registry.
+    for body in (NOTEPAD_EVENT, event(file_data(tmp_path / "missing.txt"))):
+        response, inner = await post_event(unreachable, body)
+        assert (response.status_code, inner.calls) == (200, 1)

@@ -263,16 +263,16 @@ class SlowPasswords:
         self.release = anyio.Event()
         self.all_held = anyio.Event()
         self.waiting = 0
-        original = env.services.passwords.authenticate
+        original = env.services.passwords.check
 
-        async def slow_authenticate(username: str, password: str) -> Any:
+        async def slow_check(username: str, password: str) -> Any:
             self.waiting += 1
             if self.waiting == held:
                 self.all_held.set()
             await self.release.wait()
             return await original(username, password)
 
-        monkeypatch.setattr(env.services.passwords, "authenticate", slow_authenticate)
+        monkeypatch.setattr(env.services.passwords, "check", slow_check)
 
 
 async def test_a_queue_of_slow_logins_does_not_lock_the_account(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -20,7 +21,12 @@ from prodio.users import (
     UserStore,
     UserStoreUnavailable,
 )
-from prodio.users.authenticate import MAX_USERNAME_INPUT_LENGTH
+from prodio.users.authenticate import (
+    MAX_USERNAME_INPUT_LENGTH,
+    TEMPORARY_PASSWORD_EXPIRED,
+    WRONG_CREDENTIALS,
+    PasswordCheck,
+)
 from prodio.users.passwords import MAX_PASSWORD_LENGTH
 from tests.users.support import CHEAP_ARGON2, free_port
 
@@ -284,3 +290,82 @@ async def test_store_and_verify_run_off_the_event_loop_in_one_thread(
     assert store.threads[0] != loop_thread
     # One hop: the database read and the verification shared a worker thread.
     assert hasher.threads == store.threads
+
+
+class FixedClock:
+    """The authenticator's clock, set by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+LIFETIME = 3600
+
+
+@pytest.mark.anyio
+async def test_a_temporary_password_expires_after_its_lifetime_at_the_same_cost(
+    sqlite_store: SqlUserStore,
+) -> None:
+    weak = CountingHasher()
+    carol = sqlite_store.add("carol", weak.hash(PASSWORD), must_change_password=True)
+    # A stronger hasher than the stored hash's: a success upgrades the hash, which costs a
+    # second hash. An expired password must not: it would take longer than a wrong one.
+    stronger = CountingHasher(time_cost=2)
+    clock = FixedClock(carol.password_changed_at + timedelta(seconds=LIFETIME))
+    authenticator = PasswordAuthenticator(
+        sqlite_store, stronger, temporary_password_lifetime=LIFETIME, clock=clock
+    )
+
+    expired = await authenticator.check("carol", PASSWORD)
+    wrong = await authenticator.check("carol", "wrong password")
+    assert expired == PasswordCheck(None, TEMPORARY_PASSWORD_EXPIRED)
+    assert wrong == PasswordCheck(None, WRONG_CREDENTIALS)
+    assert await authenticator.authenticate("carol", PASSWORD) is None
+    # One verification each, and nothing stored: the hash was not upgraded.
+    assert stronger.verified == [carol.password_hash] * 3
+    assert sqlite_store.get("carol") == carol
+
+    clock.now -= timedelta(seconds=1)  # one second younger: still within its lifetime
+    ok = await authenticator.check("carol", PASSWORD)
+    assert ok.user is not None
+    assert ok.user.must_change_password is True
+    assert ok.refusal is None
+
+
+@pytest.mark.anyio
+async def test_only_the_right_password_of_an_enabled_account_is_told_expired(
+    sqlite_store: SqlUserStore, hasher: CountingHasher
+) -> None:
+    carol = sqlite_store.add("carol", hasher.hash(PASSWORD), must_change_password=True)
+    clock = FixedClock(carol.password_changed_at + timedelta(days=30))
+    authenticator = PasswordAuthenticator(sqlite_store, hasher, clock=clock)
+    assert (await authenticator.check("carol", "wrong password")).refusal == WRONG_CREDENTIALS
+    sqlite_store.set_disabled("carol", True)
+    assert (await authenticator.check("carol", PASSWORD)).refusal == WRONG_CREDENTIALS
+
+
+@pytest.mark.anyio
+async def test_a_password_the_user_chose_never_expires(
+    sqlite_store: SqlUserStore, hasher: CountingHasher, alice: User
+) -> None:
+    clock = FixedClock(alice.password_changed_at + timedelta(days=3650))
+    authenticator = PasswordAuthenticator(sqlite_store, hasher, clock=clock)
+    assert (await authenticator.check("alice", PASSWORD)).user == alice
+
+
+@pytest.mark.anyio
+async def test_the_default_lifetime_is_72_hours(
+    sqlite_store: SqlUserStore, hasher: CountingHasher
+) -> None:
+    carol = sqlite_store.add("carol", hasher.hash(PASSWORD), must_change_password=True)
+    clock = FixedClock(carol.password_changed_at + timedelta(hours=72) - timedelta(seconds=1))
+    authenticator = PasswordAuthenticator(sqlite_store, hasher, clock=clock)
+    assert authenticator.temporary_password_lifetime == 72 * 3600
+    assert (await authenticator.check("carol", PASSWORD)).user is not None
+    clock.now += timedelta(seconds=1)
+    assert (await authenticator.check("carol", PASSWORD)).refusal == TEMPORARY_PASSWORD_EXPIRED
+    with pytest.raises(ValueError, match="positive"):
+        PasswordAuthenticator(sqlite_store, hasher, temporary_password_lifetime=0)

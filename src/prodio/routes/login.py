@@ -5,7 +5,8 @@ A login attempt passes, in order: the form checks, the CSRF token and origin, th
 throttle (a locked account or client, or too many attempts in flight, gets 429 with
 ``Retry-After`` before any password is hashed), and only then the password check. Each
 outcome is an audit event. An account whose password must be changed gets a session that
-can reach only the password change page (``middleware/auth.py`` enforces it).
+can reach only the password change page (``middleware/auth.py`` enforces it), unless that
+temporary password has expired: then it gets the answer of a wrong password.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from prodio.session.throttle import (
     ThrottleUnavailable,
     account_key,
 )
+from prodio.users.authenticate import WRONG_CREDENTIALS
 from prodio.users.base import User, UserStoreUnavailable
 
 logger = logging.getLogger("prodio.login")
@@ -375,7 +377,7 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
         )
 
     try:
-        user = await services.passwords.authenticate(username, password)
+        checked = await services.passwords.check(username, password)
     except UserStoreUnavailable as error:
         # Also when the password hashing queue is full: the password was not looked at.
         await abandon_attempt(services, attempt)
@@ -387,7 +389,11 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
             reason=f"user store unreachable or busy: {type(error).__name__}",
             retry_after=retry_after_of(error),
         )
+    user = checked.user
     if user is None:
+        # An expired temporary password is a failure like a wrong one, in the throttle as
+        # in the answer: were it not counted, an account that never locks would tell an
+        # attacker the password was right, and a success would mark the address as known.
         failure = await count_failure(services, attempt)
         audit_failure_counts(
             request,
@@ -396,7 +402,7 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
             failure,
             attempted,
             EVENT_LOGIN,
-            "wrong user name or password, or account disabled",
+            checked.refusal or WRONG_CREDENTIALS,
         )
         return _login_page(
             services,

@@ -691,7 +691,12 @@ class RedisSessionStore:
         generation = 0
         if cache is not None:
             self._start_listener()
-            cached, known = cache.get(session_id)
+            # Only the per-request check ("is this cookie's session live?", a touching load)
+            # is answered from the cache. A load without touch is a handler reading the data
+            # it is about to act on: it asks Redis, so a browser that wrote through one
+            # instance reads its write through any other, even before the invalidation
+            # message got there (tests/e2e/test_cluster_browser.py saw that window).
+            cached, known = cache.get(session_id) if touch else (None, False)
             if known:
                 if cached is None:
                     return None  # deleted, revoked or expired: never live again

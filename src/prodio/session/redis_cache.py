@@ -26,6 +26,12 @@ What keeps the cache from ever serving a session that Redis no longer has, or ol
   absolute expiry (computed from Redis's timestamps) are ahead; an instance that is behind
   on the last activity only expires a session *earlier* and then asks Redis.
 
+Only touching loads (the session middleware's check on every request) are answered from
+the cache; a load without touch (a handler reading the data it acts on, ``UserState.get``)
+always asks Redis and refreshes the cache. Messages take a moment to arrive: without this,
+a browser that saved through one instance and reloaded through another could read its old
+data there.
+
 The idle timer still moves: a cached load that wants to touch the session goes to Redis
 when the last recorded activity is older than ``touch_interval`` (a twentieth of the idle
 timeout, at most a minute), so a session's idle expiry lags its real last use by at most

@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 import anyio.to_thread
 
+from prodio.config import DEFAULT_TEMPORARY_PASSWORD_LIFETIME
 from prodio.users.base import (
     InvalidUsername,
     User,
@@ -23,6 +26,24 @@ logger = logging.getLogger(__name__)
 
 # Far above any valid name (64), low enough that normalizing it costs nothing.
 MAX_USERNAME_INPUT_LENGTH = 1024
+
+# Why a check refused, for the audit log only: the person who asked sees one answer.
+WRONG_CREDENTIALS = "wrong user name or password, or account disabled"
+TEMPORARY_PASSWORD_EXPIRED = "temporary password expired"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    """What :meth:`PasswordAuthenticator.check` found: the account the name and password
+    sign in to, or ``None`` and ``refusal``, the reason for the audit log (never to be
+    shown: every refusal must look the same to whoever asked)."""
+
+    user: User | None
+    refusal: str | None = None
 
 
 @runtime_checkable
@@ -39,17 +60,37 @@ class PasswordAuthenticator:
     """Decides whether a name and password log someone in.
 
     Every refusal looks the same and costs the same: an invalid name, an unknown user, a
-    wrong password and a disabled account all return ``None`` after one argon2
-    verification, so neither the answer nor its timing tells which accounts exist.
+    wrong password, a disabled account and an expired temporary password all return
+    ``None`` after one argon2 verification, so neither the answer nor its timing tells
+    which accounts exist or which password was right.
     :class:`~prodio.users.base.UserStoreUnavailable` propagates (answer 503, not 401).
+
+    A temporary password (``must_change_password``) signs in for
+    ``temporary_password_lifetime`` seconds after it was set (ASVS 6.4.1), by ``clock``.
     """
 
-    def __init__(self, store: UserStore, hasher: PasswordHasher) -> None:
+    def __init__(
+        self,
+        store: UserStore,
+        hasher: PasswordHasher,
+        *,
+        temporary_password_lifetime: float = DEFAULT_TEMPORARY_PASSWORD_LIFETIME,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        if temporary_password_lifetime <= 0:
+            raise ValueError("temporary_password_lifetime must be positive")
         self._store = store
         self._hasher = hasher
+        self.temporary_password_lifetime = temporary_password_lifetime
+        self._clock = clock
 
     async def authenticate(self, username: str, password: str) -> User | None:
-        """The user these credentials belong to, or ``None``.
+        """The user these credentials belong to, or ``None``: :meth:`check` without the
+        reason."""
+        return (await self.check(username, password)).user
+
+    async def check(self, username: str, password: str) -> PasswordCheck:
+        """The user these credentials belong to, or why not.
 
         The database read and the hash check share one worker thread, taken under the
         hasher's limiter, so the event loop never blocks on either.
@@ -57,22 +98,26 @@ class PasswordAuthenticator:
         if len(username) > MAX_USERNAME_INPUT_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
             # Longer than any name or password that can be set: refuse before spending
             # time on megabytes of input.
-            return None
+            return PasswordCheck(None, WRONG_CREDENTIALS)
         return await anyio.to_thread.run_sync(
-            self._authenticate_blocking, username, password, limiter=self._hasher.limiter
+            self._check_blocking, username, password, limiter=self._hasher.limiter
         )
 
-    def _authenticate_blocking(self, username: str, password: str) -> User | None:
+    def _check_blocking(self, username: str, password: str) -> PasswordCheck:
         try:
             user = self._store.get(normalize_username(username))
         except InvalidUsername:
             user = None
         matches = self._hasher.verify(None if user is None else user.password_hash, password)
         if user is None or not matches or user.disabled:
-            return None
+            return PasswordCheck(None, WRONG_CREDENTIALS)
+        if user.temporary_password_expired(self.temporary_password_lifetime, self._clock()):
+            # Decided after the verification, like a wrong password, and before any hash
+            # upgrade, which would cost one more hash and so tell the two apart.
+            return PasswordCheck(None, TEMPORARY_PASSWORD_EXPIRED)
         if self._hasher.needs_rehash(user.password_hash):
             user = self._store_new_hash(user, password)
-        return user
+        return PasswordCheck(user)
 
     async def change_password(
         self, user: User, new_password: str, *, end_sessions: bool = True

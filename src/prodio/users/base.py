@@ -54,6 +54,16 @@ class User:
     # whatever store holds them; a user's own password change may keep it.
     session_epoch: str = ""
 
+    def temporary_password_expired(self, lifetime: float, now: datetime) -> bool:
+        """Whether this account's password is a temporary one set ``lifetime`` seconds or
+        more before ``now`` (ASVS 6.4.1): it then signs in no more. ``password_changed_at``
+        is when it was set (adding the user, or ``set-password``); a hash upgrade keeps it.
+        A password the user chose never expires this way.
+        """
+        if not self.must_change_password:
+            return False
+        return (now - self.password_changed_at).total_seconds() >= lifetime
+
 
 def normalize_username(raw: str) -> str:
     """Return the canonical form of a user name, or raise :class:`InvalidUsername`.
