@@ -19,6 +19,7 @@ from harness import (
     BENCH_DIR,
     BENCH_PASSWORD,
     BENCH_USER,
+    CLOCK_TICKS_PER_SECOND,
     LOAD_CORE,
     SAME_ORIGIN,
     SERVER_CORE,
@@ -373,12 +374,43 @@ def storm_server_key(with_redis: bool) -> str:
     return "prodio-redis" if with_redis else "prodio-memory"
 
 
+def thread_cpu(pid: int) -> dict[int, tuple[float, int]]:
+    """CPU seconds (user + system) and nice value of each thread of ``pid``."""
+    found: dict[int, tuple[float, int]] = {}
+    task_dir = Path(f"/proc/{pid}/task")
+    for task in task_dir.iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # Fields 14, 15 (utime, stime) and 19 (nice) of proc(5), counted from the state (3).
+        seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_SECOND
+        found[int(task.name)] = (seconds, int(fields[16]))
+    return found
+
+
+def cpu_shares(
+    pid: int, before: dict[int, tuple[float, int]], after: dict[int, tuple[float, int]], wall: float
+) -> dict[str, float]:
+    """The cores each kind of thread used between two :func:`thread_cpu` readings: the
+    event loop (the main thread), threads nicer than it (the hashing threads), the rest."""
+    shares = {"loop": 0.0, "niced": 0.0, "other": 0.0}
+    loop_nice = after.get(pid, (0.0, 0))[1]
+    for tid, (seconds, nice) in after.items():
+        used = seconds - before.get(tid, (0.0, nice))[0]
+        kind = "loop" if tid == pid else "niced" if nice > loop_nice else "other"
+        shares[kind] += used / wall if wall else 0.0
+    return shares
+
+
 def run_storm(ctx: Context, server: Server, cookie: str) -> dict[str, Any]:
     """Scenario 3: other users' ``GET /api/session`` with and without a login storm."""
     settings = ctx.settings
     target = Target("/api/session", headers=session_headers(cookie))
     target.check(server.base_url)
-    storms: list[dict[str, float]] = []
+    storms: list[dict[str, Any]] = []
+    shares: list[dict[str, float]] = []
     ramp = 1.0
 
     def quiet(seconds: float) -> Measurement:
@@ -418,7 +450,10 @@ def run_storm(ctx: Context, server: Server, cookie: str) -> dict[str, Any]:
             if driver.stdout.readline().strip() != "READY":
                 raise BenchError("the login storm driver did not start")
             time.sleep(ramp)
+            threads_before, wall_before = thread_cpu(server.pid), time.monotonic()
             measured = quiet(seconds)
+            wall = time.monotonic() - wall_before
+            shares.append(cpu_shares(server.pid, threads_before, thread_cpu(server.pid), wall))
             output, _ = driver.communicate(timeout=seconds + 180)
         finally:
             if driver.poll() is None:
@@ -427,6 +462,12 @@ def run_storm(ctx: Context, server: Server, cookie: str) -> dict[str, Any]:
         if driver.returncode != 0 or not output.strip():
             raise BenchError(f"the login storm driver failed ({driver.returncode})")
         storms.append(json.loads(output.strip().splitlines()[-1]))
+        storms[-1]["cpu_shares"] = shares[-1]
+        ctx.say(
+            f"  {storms[-1]['logins_per_second']:.1f} logins/s done in time, "
+            f"{storms[-1].get('shed', 0)} shed; cores used: "
+            + ", ".join(f"{kind} {share:.2f}" for kind, share in shares[-1].items())
+        )
         # Logins the driver gave up on are still queued in the server: let it finish them.
         settled = wait_until_idle(server.pid)
         storms[-1]["settle_seconds"] = settled
@@ -448,6 +489,15 @@ def run_storm(ctx: Context, server: Server, cookie: str) -> dict[str, Any]:
         "login_failures": sum(s["failures"] for s in storms),
         "logins_not_sent": sum(s["skipped"] for s in storms),
         "logins_unfinished": sum(s["unfinished"] for s in storms),
+        "logins_shed": sum(s.get("shed", 0) for s in storms),
+        "logins_throttled": sum(s.get("throttled", 0) for s in storms),
+        "shed_per_second": median([s.get("shed_per_second", 0.0) for s in storms]),
+        "shed_p99_ms": median([s.get("shed_p99_ms", 0.0) for s in storms]),
+        # Cores the server's threads used while wrk measured the storm rounds (medians).
+        "storm_cpu_shares": {
+            kind: median([round_shares[kind] for round_shares in shares])
+            for kind in ("loop", "niced", "other")
+        },
     }
 
 

@@ -28,8 +28,12 @@ def build_app(name: str) -> Any:
 
         settings = load_settings()
         configure_logging(settings)
+        from prodio.cli import freeze_startup_objects
+
         prepare_serve(settings, stderr=sys.stderr)
-        return create_app(settings)
+        app = create_app(settings)
+        freeze_startup_objects()  # as prodio serve does
+        return app
 
     from baseline_apps import fastapi_ping, gradio_app
 

@@ -927,3 +927,17 @@ def test_console_script_and_module_in_real_processes(tmp_path: Path) -> None:
     assert carol is not None
     assert carol.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert PasswordHasher().verify(carol.password_hash, PASSWORD)
+
+
+def test_serve_hides_start_up_objects_from_the_collector() -> None:
+    import gc
+
+    from prodio.cli import freeze_startup_objects
+
+    try:
+        freeze_startup_objects()
+        # What exists now is no longer walked by full collections (they stopped the loop).
+        assert gc.get_freeze_count() > 1000
+        assert gc.get_count()[2] == 0
+    finally:
+        gc.unfreeze()

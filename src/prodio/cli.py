@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import getpass
 import io
 import os
@@ -196,8 +197,20 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         from prodio.main import create_app
 
-        run(create_app(settings))
+        app = create_app(settings)
+        freeze_startup_objects()
+        run(app)
     return EXIT_OK
+
+
+def freeze_startup_objects() -> None:
+    """Hide what start-up built (Gradio, the app, every module) from the garbage collector.
+
+    It all lives as long as the process; left in the collector's sight, each full collection
+    walked it and stopped the event loop for 60-110 ms, most of a quiet p99 (bench/).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 # -- cluster --------------------------------------------------------------------------

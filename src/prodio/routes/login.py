@@ -53,6 +53,7 @@ from prodio.session.throttle import (
 )
 from prodio.users.authenticate import WRONG_CREDENTIALS
 from prodio.users.base import User, UserStoreUnavailable
+from prodio.users.passwords import HashingBusy
 
 logger = logging.getLogger("prodio.login")
 router = APIRouter(include_in_schema=False)
@@ -206,8 +207,11 @@ def _unavailable_login_page(
     username: str,
     reason: str,
     retry_after: int | None = None,
+    busy: bool = False,
 ) -> Response:
-    logger.error("login unavailable: %s", reason)
+    # A full hashing queue is load shedding, working as meant (many a second in a login
+    # storm); a store that cannot be reached is an error.
+    logger.log(logging.WARNING if busy else logging.ERROR, "login unavailable: %s", reason)
     audit(EVENT_LOGIN, UNAVAILABLE, request, user=attempted_user(username), reason=reason)
     return _login_page(
         services,
@@ -387,6 +391,7 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
             next_path=next_path,
             username=username,
             reason=f"user store unreachable or busy: {type(error).__name__}",
+            busy=isinstance(error, HashingBusy),
             retry_after=retry_after_of(error),
         )
     user = checked.user
