@@ -46,7 +46,7 @@ lock:
 # Installs wrk, redis-server and nginx from apt when missing, and the bench extra (plot, profilers).
 bench: install
 	bash bench/install-tools.sh
-	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
