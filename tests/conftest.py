@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -15,6 +17,10 @@ import pytest
 import schemathesis  # noqa: F401  (its import-time patch must have happened before it is undone)
 from hypothesis import core
 from hypothesis.vendor.pretty import RepresentationPrinter
+
+if TYPE_CHECKING:
+    # Imported lazily below: tests.redis_server imports require_binary from here.
+    from tests.redis_server import RedisServer
 
 core.RepresentationPrinter = RepresentationPrinter
 
@@ -43,3 +49,22 @@ def require_binary(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One test Redis for the whole run; tests that break a server start their own."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clean_redis(redis_server: RedisServer) -> RedisServer:
+    """The shared test Redis, emptied for this test."""
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server

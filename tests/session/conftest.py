@@ -6,7 +6,7 @@ suite (test_contract.py) by adding one param here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -29,23 +29,6 @@ class StoreHarness:
     """How many session records the backend holds right now, live or not yet reclaimed."""
     expires_by_itself: bool
     """The backend drops expired sessions on its own, so ``purge_expired`` returns 0."""
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One test Redis for the whole run; tests that break a server start their own."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def clean_redis(redis_server: RedisServer) -> RedisServer:
-    """The shared test Redis, emptied for this test."""
-    with redis_server.client() as client:
-        client.flushall()
-    return redis_server
 
 
 async def _memory_harness() -> AsyncIterator[StoreHarness]:

@@ -115,15 +115,7 @@ class SessionAuthenticator:
             if user is None or user.disabled:
                 self._accounts.pop(session.username, None)
                 ended = await self.sessions.delete_user_sessions(session.username)
-                audit(
-                    EVENT_SESSION_REVOKED,
-                    SUCCESS,
-                    scope,
-                    user=session.username,
-                    session_id=session.id,
-                    sessions_ended=ended,
-                    reason="account disabled or removed",
-                )
+                _audit_revoked(scope, session, ended, "account disabled or removed")
                 return False
             if len(self._accounts) >= _MAX_CACHED_ACCOUNTS:
                 self._accounts.clear()
@@ -131,17 +123,21 @@ class SessionAuthenticator:
             self._accounts[session.username] = cached
         if cached[1] != epoch:
             ended = int(await self.sessions.delete(session.id))
-            audit(
-                EVENT_SESSION_REVOKED,
-                SUCCESS,
-                scope,
-                user=session.username,
-                session_id=session.id,
-                sessions_ended=ended,
-                reason="sessions ended by a password change",
-            )
+            _audit_revoked(scope, session, ended, "sessions ended by a password change")
             return False
         return True
+
+
+def _audit_revoked(scope: Scope, session: Session, ended: int, reason: str) -> None:
+    audit(
+        EVENT_SESSION_REVOKED,
+        SUCCESS,
+        scope,
+        user=session.username,
+        session_id=session.id,
+        sessions_ended=ended,
+        reason=reason,
+    )
 
 
 class PublicPaths:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prodio.config import Settings, SettingsError, split_host_port
 from prodio.session.base import SessionStore, SessionTimeouts
 from prodio.session.memory import InMemorySessionStore
@@ -52,14 +54,7 @@ def build_session_store(settings: Settings) -> SessionStore:
             )
         try:
             return RedisSessionStore.from_url(
-                settings.redis_url,
-                timeouts,
-                key_prefix=settings.redis_key_prefix,
-                socket_timeout=settings.redis_socket_timeout,
-                socket_connect_timeout=settings.redis_connect_timeout,
-                max_connections=settings.redis_max_connections,
-                health_check_interval=settings.redis_health_check_interval,
-                local_cache_seconds=settings.redis_local_cache_seconds,
+                settings.redis_url, timeouts, **_redis_store_options(settings)
             )
         except ValueError as exc:
             raise SettingsError(f"invalid configuration: PRODIO_REDIS_URL: {exc}") from None
@@ -67,6 +62,18 @@ def build_session_store(settings: Settings) -> SessionStore:
         f"invalid configuration: PRODIO_SESSION_BACKEND={settings.session_backend!r} is not "
         "one of: memory, redis"
     )
+
+
+def _redis_store_options(settings: Settings) -> dict[str, Any]:
+    """What a Redis store takes from the settings, with or without Sentinel."""
+    return {
+        "key_prefix": settings.redis_key_prefix,
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": settings.redis_connect_timeout,
+        "max_connections": settings.redis_max_connections,
+        "health_check_interval": settings.redis_health_check_interval,
+        "local_cache_seconds": settings.redis_local_cache_seconds,
+    }
 
 
 def _sentinel_store(settings: Settings, timeouts: SessionTimeouts) -> RedisSessionStore:
@@ -95,12 +102,7 @@ def _sentinel_store(settings: Settings, timeouts: SessionTimeouts) -> RedisSessi
             timeouts,
             master_url=settings.redis_url or None,
             sentinel_password=password.get_secret_value() if password else None,
-            key_prefix=settings.redis_key_prefix,
-            socket_timeout=settings.redis_socket_timeout,
-            socket_connect_timeout=settings.redis_connect_timeout,
-            max_connections=settings.redis_max_connections,
-            health_check_interval=settings.redis_health_check_interval,
-            local_cache_seconds=settings.redis_local_cache_seconds,
+            **_redis_store_options(settings),
         )
     except ValueError as exc:
         raise SettingsError(

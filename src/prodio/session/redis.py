@@ -380,7 +380,7 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
         try:
             # Drops the idle connections when the master moved.
             await self.get_master_address()  # type: ignore[no-untyped-call]
-        except _BACKEND_ERRORS:
+        except REDIS_ERRORS:
             # No answer now: the operation itself finds out whether its server still works.
             logger.debug("no Sentinel named a master; keeping the connections there are")
 
@@ -428,7 +428,7 @@ def _unavailable(exc: BaseException) -> SessionStoreUnavailable:
 
 # The errors that mean Redis is unreachable, slow or refusing: redis-py's own, and the
 # socket and timeout errors it can let through while connecting.
-_BACKEND_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class RedisSessionStore:
@@ -664,7 +664,7 @@ class RedisSessionStore:
                         *field_values,
                     ],
                 )
-            except _BACKEND_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 raise _unavailable(exc) from exc
             if stamp is not None:
                 created_at = int(stamp) / 1_000_000
@@ -720,7 +720,7 @@ class RedisSessionStore:
                     self._channel,
                 ],
             )
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         if not flat:
             if cache is not None and cache.get(session_id)[1]:
@@ -771,7 +771,7 @@ class RedisSessionStore:
         args += [f"{DATA_FIELD_PREFIX}{key}" for key in removals]
         try:
             version = int(await self._update(keys=[self._session_key(session_id)], args=args))
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         if self._cache is not None:
             if version:
@@ -794,7 +794,7 @@ class RedisSessionStore:
                     self._channel,
                 ],
             )
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         if self._cache is not None:
             # At once here; other instances hear it on the channel.
@@ -808,7 +808,7 @@ class RedisSessionStore:
                 keys=[f"{self._user_prefix}{username}"],
                 args=[self._session_prefix, self._idle_us, self._absolute_us, self._channel],
             )
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         if self._cache is not None:
             for session_id in removed:
@@ -822,7 +822,7 @@ class RedisSessionStore:
     async def ping(self) -> None:
         try:
             await self._client.ping()
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
 
     async def aclose(self) -> None:

@@ -17,21 +17,13 @@ one more.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Sequence
-from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from prodio.session.redis import DEFAULT_KEY_PREFIX, REDIS_ERRORS
 from prodio.uploads.base import Ownership, UploadRegistryUnavailable
-
-DEFAULT_KEY_PREFIX: Final = "prodio:"
-
-# The errors that mean Redis is unreachable, slow or refusing: redis-py's own, and the
-# socket and timeout errors it can let through while connecting.
-_BACKEND_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 def _unavailable(exc: BaseException) -> UploadRegistryUnavailable:
@@ -77,7 +69,7 @@ class RedisUploadRegistry:
                     pipe.sadd(name, user)
                     pipe.pexpire(name, self._ttl_ms)
                 await pipe.execute()
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
 
     async def ownership(self, user: str | None, key: str) -> Ownership:
@@ -88,7 +80,7 @@ class RedisUploadRegistry:
                 # No user is nobody's owner; "" cannot be a user name.
                 pipe.sismember(name, user or "")
                 exists, is_owner = await pipe.execute()
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         if not exists:
             return Ownership.UNRECORDED
@@ -97,7 +89,7 @@ class RedisUploadRegistry:
     async def ping(self) -> None:
         try:
             await self._client.ping()
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
 
     async def aclose(self) -> None:

@@ -28,13 +28,11 @@ is for a single Redis server (or a primary with replicas), not Redis Cluster.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from prodio.session.redis import DEFAULT_KEY_PREFIX, REDIS_ERRORS
 from prodio.session.throttle.base import (
     BUSY_RETRY_SECONDS,
     LockScope,
@@ -46,8 +44,6 @@ from prodio.session.throttle.base import (
     client_key,
     pair_key,
 )
-
-DEFAULT_KEY_PREFIX: Final = "prodio:"
 
 # Shared by every script. KEYS, always in this order: account failures, account in flight,
 # then (with a client) client failures, client in flight, known mark, pair failures, pair
@@ -211,9 +207,6 @@ return 1
 """
 )
 
-# The errors that mean Redis is unreachable, slow or refusing: redis-py's own, and the
-# socket and timeout errors it can let through while connecting.
-_BACKEND_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 _STATE_LOCKED = 1
 _STATE_BUSY = 2
 
@@ -286,7 +279,7 @@ class RedisLoginThrottle:
                     self._known_ms,
                 ],
             )
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         (
             allowed,
@@ -329,7 +322,7 @@ class RedisLoginThrottle:
             reply = await self._failed(
                 keys=self._keys(attempt.account, attempt.client), args=self._end_args(attempt)
             )
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         account, pair, client, lock_account, lock_pair, lock_client = (int(v) for v in reply)
         locks: list[LockScope] = []
@@ -352,7 +345,7 @@ class RedisLoginThrottle:
                 keys=self._keys(attempt.account, attempt.client),
                 args=[*self._end_args(attempt), self._known_ms],
             )
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
 
     async def abandon(self, attempt: LoginAttempt) -> None:
@@ -360,13 +353,13 @@ class RedisLoginThrottle:
             await self._abandon(
                 keys=self._keys(attempt.account, attempt.client), args=self._end_args(attempt)
             )
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
 
     async def ping(self) -> None:
         try:
             await self._client.ping()
-        except _BACKEND_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
 
     async def aclose(self) -> None:
