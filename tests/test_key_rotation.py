@@ -63,3 +63,21 @@ async def test_without_the_previous_key_old_cookies_are_refused(tmp_path: Path) 
         assert (await before.client.get("/api/session", headers=FETCH)).status_code == 200
         rotated.client.cookies.set("prodio_session", cookie)
         assert (await rotated.client.get("/api/session", headers=FETCH)).status_code == 401
+
+
+@pytest.mark.anyio
+async def test_deployments_sharing_a_secret_refuse_each_others_cookies(tmp_path: Path) -> None:
+    """Same secret, same session store, different ``PRODIO_JWT_AUDIENCE``: the audience
+    alone keeps a staging cookie out of production (ASVS 9.2.3)."""
+    store = InMemorySessionStore(SessionTimeouts(1800, 28800))
+    async with (
+        running_app(tmp_path, sessions=store, jwt_audience="shop-staging") as staging,
+        running_app(tmp_path, sessions=store, jwt_audience="shop") as production,
+    ):
+        staging.add_user("alice", PASSWORD)
+        cookie = session_cookie_of(await staging.login("alice", PASSWORD))
+        assert cookie
+        assert (await staging.client.get("/api/session", headers=FETCH)).status_code == 200
+
+        production.client.cookies.set("prodio_session", cookie)
+        assert (await production.client.get("/api/session", headers=FETCH)).status_code == 401

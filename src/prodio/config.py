@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     cookie_secure: bool = False
     cookie_samesite: Literal["lax", "strict"] = "lax"
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    # The session JWT's ``aud``: give each deployment its own (e.g. "shop-staging") so a
+    # cookie from one is refused by another even if they share a secret. Changing it signs
+    # everyone out.
+    jwt_audience: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$")] = (
+        "prodio"
+    )
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000

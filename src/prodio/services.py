@@ -69,6 +69,7 @@ def build_services(
         tokens=SessionTokenCodec(
             secret,
             settings.jwt_algorithm,
+            audience=settings.jwt_audience,
             previous_keys=settings.previous_secrets(),
             previous_keys_valid_until=(
                 settings.previous_secret_keys_until.timestamp()

@@ -220,7 +220,7 @@ def test_reencoded_header_is_rejected_unless_it_is_a_genuine_signature(
             st.booleans(),
             st.none(),
             st.lists(st.integers(), max_size=2),
-            st.sampled_from([NOW, EXPIRES, "prodio-session"]),
+            st.sampled_from([NOW, EXPIRES, "prodio-session", "prodio"]),
         ),
     )
 )

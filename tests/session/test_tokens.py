@@ -10,6 +10,7 @@ import jwt
 import pytest
 
 from prodio.session.tokens import (
+    DEFAULT_AUDIENCE,
     TOKEN_TYPE,
     InvalidSessionToken,
     SessionTokenCodec,
@@ -31,6 +32,7 @@ def _claims(**overrides: object) -> dict[str, object]:
         "iat": now,
         "exp": now + 600,
         "typ": TOKEN_TYPE,
+        "aud": DEFAULT_AUDIENCE,
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
@@ -94,7 +96,7 @@ def test_wrong_key_rejected() -> None:
         SessionTokenCodec(KEY).verify(token)
 
 
-@pytest.mark.parametrize("missing", ["exp", "sid", "sub", "iat", "typ"])
+@pytest.mark.parametrize("missing", ["exp", "sid", "sub", "iat", "typ", "aud"])
 def test_missing_claim_rejected(missing: str) -> None:
     claims = _claims()
     del claims[missing]
@@ -112,12 +114,34 @@ def test_missing_claim_rejected(missing: str) -> None:
         {"sub": ["alice"]},
         {"exp": int(time.time()) - 60},
         {"iat": "yesterday"},
+        {"aud": "other-service"},
+        {"aud": ""},
+        # PyJWT accepts a list that contains the audience; a token of ours never has one.
+        {"aud": [DEFAULT_AUDIENCE, "other-service"]},
+        {"aud": [DEFAULT_AUDIENCE]},
+        {"aud": 1},
     ],
 )
 def test_bad_claims_rejected(overrides: dict[str, object]) -> None:
     token = _sign(_claims(**overrides))
     with pytest.raises(InvalidSessionToken):
         SessionTokenCodec(KEY).verify(token)
+
+
+def test_token_for_another_deployment_with_the_same_key_is_refused() -> None:
+    """Staging and production sharing a secret still refuse each other's cookies."""
+    staging = SessionTokenCodec(KEY, audience="shop-staging")
+    production = SessionTokenCodec(KEY, audience="shop")
+    token = staging.issue("alice", "sid-1", time.time() + 60)
+    assert staging.verify(token).username == "alice"
+    assert jwt.decode(token, options={"verify_signature": False})["aud"] == "shop-staging"
+    with pytest.raises(InvalidSessionToken, match="InvalidAudience"):
+        production.verify(token)
+
+
+def test_empty_audience_refused() -> None:
+    with pytest.raises(ValueError, match="audience"):
+        SessionTokenCodec(KEY, audience="")
 
 
 def test_tampered_payload_rejected() -> None:

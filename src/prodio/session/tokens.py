@@ -6,6 +6,10 @@ logout and revocation take effect at once even though the token itself is still 
 Keys rotate without logging everyone out: the current key signs, previous keys still
 verify until a configured moment, and each token names its key with a ``kid`` derived
 from the key itself (so there is no key id to configure or to get wrong).
+
+Each token also names the deployment it is for (``aud``): two deployments that share a
+secret (a staging copy of production's, say) still refuse each other's cookies when their
+audiences differ.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any
 import jwt
 
 TOKEN_TYPE = "prodio-session"
-REQUIRED_CLAIMS = ("sub", "sid", "iat", "exp", "typ")
+REQUIRED_CLAIMS = ("sub", "sid", "iat", "exp", "typ", "aud")
+DEFAULT_AUDIENCE = "prodio"
 # The cookie limit is 4096 bytes for name and value together; anything larger was not ours.
 MAX_TOKEN_LENGTH = 4000
 CLOCK_LEEWAY_SECONDS = 5
@@ -83,6 +88,7 @@ class SessionTokenCodec:
         key: bytes,
         algorithm: str = "HS256",
         *,
+        audience: str = DEFAULT_AUDIENCE,
         previous_keys: Sequence[bytes] = (),
         previous_keys_valid_until: float | None = None,
         cache_size: int = 10_000,
@@ -99,7 +105,10 @@ class SessionTokenCodec:
                 previous_kid,
                 _VerificationKey(previous_kid, previous_derived, previous_keys_valid_until),
             )
+        if not audience:
+            raise ValueError("the token audience must not be empty")
         self._algorithm = algorithm
+        self._audience = audience
         self._cache: OrderedDict[str, _CachedClaims] = OrderedDict()
         self._cache_size = cache_size
         self._clock = clock
@@ -115,6 +124,7 @@ class SessionTokenCodec:
             "iat": int(self._clock()),
             "exp": int(expires_at),
             "typ": TOKEN_TYPE,
+            "aud": self._audience,
         }
         return jwt.encode(
             claims, self._current.key, algorithm=self._algorithm, headers={"kid": self._current.kid}
@@ -160,6 +170,9 @@ class SessionTokenCodec:
                 token,
                 key.key,
                 algorithms=[self._algorithm],
+                # PyJWT compares a string ``aud`` exactly and a list by membership; only
+                # the exact string this deployment issues is accepted (below).
+                audience=self._audience,
                 options={"require": list(REQUIRED_CLAIMS), "verify_signature": True},
                 leeway=CLOCK_LEEWAY_SECONDS,
             )
@@ -173,6 +186,8 @@ class SessionTokenCodec:
         issued_at, expires_at = payload.get("iat"), payload.get("exp")
         if payload.get("typ") != TOKEN_TYPE:
             raise InvalidSessionToken("wrong token type")
+        if payload.get("aud") != self._audience:
+            raise InvalidSessionToken("wrong audience")
         if not (
             isinstance(username, str) and username and isinstance(session_id, str) and session_id
         ):
