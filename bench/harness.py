@@ -211,6 +211,23 @@ def add_user(dirs: RunDirs, name: str, password: str) -> None:
         raise BenchError(f"prodio users add {name} failed: {done.stderr.strip()}")
 
 
+def users_command(dirs: RunDirs, *args: str) -> str:
+    """Run ``prodio users ARGS...`` as an operator does; return what it printed."""
+    prodio = Path(sys.executable).with_name("prodio")
+    done = subprocess.run(
+        [str(prodio), "users", *args],
+        capture_output=True,
+        text=True,
+        env=dirs.base_env(),
+        cwd=dirs.root,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"prodio users {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
 def add_users_in_process(dirs: RunDirs, names: Sequence[str], password: str) -> None:
     """Create many users at once through prodio's user store API (what the CLI calls),
     in this process: one CLI process per user would take most of a quick run."""

@@ -30,6 +30,9 @@ class Verdict:
     # For throughput ratios: the same ratio from CPU µs per request (base ÷ row), which a
     # machine shared with other work distorts least.
     by_cpu: float | None = None
+    # "value" (a measurement), "count" (a whole number) or "p" (a p-value: more digits, and
+    # no "needs N times" when missed).
+    style: str = "value"
 
     @property
     def met(self) -> bool:
@@ -39,9 +42,12 @@ class Verdict:
 
     def describe(self) -> str:
         comparison = "≥" if self.higher_is_better else "≤"
-        text = f"{fmt(self.measured)}{self.unit} (goal {comparison} {fmt(self.goal)}{self.unit})"
+        show = {"count": lambda v: f"{v:,.0f}", "p": lambda v: f"{v:.3g}"}.get(self.style, fmt)
+        text = f"{show(self.measured)}{self.unit} (goal {comparison} {show(self.goal)}{self.unit})"
         if self.met:
             text = f"met: {text}"
+        elif self.style != "value":
+            text = f"MISSED: {text}"
         elif self.higher_is_better:
             gap = self.goal / self.measured if self.measured else float("inf")
             text = f"MISSED: {text}, needs {TIMES}{gap:.2f}"
@@ -60,6 +66,7 @@ class Verdict:
             "higher_is_better": self.higher_is_better,
             "met": self.met,
             "by_cpu": self.by_cpu,
+            "style": self.style,
             "text": self.describe(),
         }
 
@@ -135,6 +142,31 @@ def evaluate(results: dict[str, Any]) -> list[Verdict]:
                     " ms",
                 )
             )
+    refusals = results.get("refusals")
+    if refusals:
+        verdicts.append(
+            Verdict(
+                "login refusals: answers that differ from a wrong password's",
+                refusals["mode"],
+                sum(1 for found in refusals["responses"]["differences"].values() if found),
+                0,
+                False,
+                "",
+                style="count",
+            )
+        )
+        comparisons = refusals["comparisons"].values()
+        verdicts.append(
+            Verdict(
+                "login refusals: smallest p-value of a timing gap to a wrong password",
+                refusals["mode"],
+                min(min(c["mann_whitney_p"], c["permutation_p"]) for c in comparisons),
+                refusals["alpha"],
+                True,
+                "",
+                style="p",
+            )
+        )
     startup = results.get("startup")
     if startup:
         verdicts.append(
@@ -322,6 +354,85 @@ def startup_rows(results: dict[str, Any]) -> list[list[str]]:
 
 STARTUP_HEADER = ("import gradio s", "prodio serve → 200 on /readyz s", "ratio", "samples")
 
+REFUSAL_HEADER = (
+    "refusal",
+    "samples",
+    "median ms",
+    "p10 ms",
+    "p90 ms",
+    f"{TIMES} wrong password",
+    "gap ms (95% CI)",
+    "Mann-Whitney p",
+    "P(slower)",
+    "permutation p",
+    "distinguishable",
+    "body B",
+    "headers B",
+)
+
+
+def refusal_rows(results: dict[str, Any]) -> list[list[str]]:
+    refusals = results.get("refusals")
+    if not refusals:
+        return []
+    rows = []
+    for kind, figures in refusals["kinds"].items():
+        answer = refusals["responses"]["answers"][kind]
+        row = [
+            refusals["labels"][kind],
+            f"{figures['samples']:,}",
+            f"{figures['median_ms']:.2f}",
+            f"{figures['p10_ms']:.2f}",
+            f"{figures['p90_ms']:.2f}",
+        ]
+        compared = refusals["comparisons"].get(kind)
+        if compared is None:
+            row += ["1 (reference)", "", "", "", "", ""]
+        else:
+            low, high = compared["difference_ci95_ms"]
+            row += [
+                f"{compared['median_ratio']:.3f}",
+                f"{compared['median_difference_ms']:+.2f} ({low:+.2f} to {high:+.2f})",
+                f"{compared['mann_whitney_p']:.3f}",
+                f"{compared['superiority']:.3f}",
+                f"{compared['permutation_p']:.3f}",
+                "yes" if compared["distinguishable"] else "no",
+            ]
+        row += [f"{answer['body_bytes']:,}", f"{answer['header_bytes']:,}"]
+        rows.append(row)
+    return rows
+
+
+def refusal_summary(results: dict[str, Any]) -> str:
+    refusals = results["refusals"]
+    responses = refusals["responses"]
+    argon2 = refusals["argon2"]
+    if responses["identical"]:
+        same = (
+            "The answers (status, every header, body) are byte for byte the same once "
+            + ", ".join(responses["set_aside"])
+            + " are set aside."
+        )
+    else:
+        same = "The answers DIFFER: " + "; ".join(
+            f"{refusals['labels'][kind]}: {', '.join(found)}"
+            for kind, found in responses["differences"].items()
+            if found
+        )
+    return (
+        f"{refusals['samples']} `POST /login` per kind ({refusals['warmup']} more as warm-up), "
+        "one at a time over one keep-alive connection, the kinds in a random order (seed "
+        f"{refusals['seed']}), each with the CSRF token of the page before, `Origin` and "
+        "`Sec-Fetch-Site` as a browser sends them, from a client on core 1; prodio "
+        f"({refusals['mode']}, memory store) on core 0, argon2id t={argon2['time_cost']}, "
+        f"m={argon2['memory_cost_kib']} KiB, p={argon2['parallelism']} (the defaults), the "
+        "throttle's limits set beyond the run so that every attempt is a real refusal (401). "
+        "Time: from sending the request to having read the whole answer. Distinguishable: "
+        f"a p-value under {refusals['alpha']:g}; P(slower): the chance that a sample of the "
+        "kind is slower than one of a wrong password (0.5: no tendency). "
+        f"Server CPU {refusals['server_cpu_ms_per_request']:.1f} ms per refusal. {same}"
+    )
+
 
 def console_report(results: dict[str, Any]) -> str:
     parts: list[str] = []
@@ -342,6 +453,10 @@ def console_report(results: dict[str, Any]) -> str:
     if nginx_rows(results):
         parts.append(f"\n== behind nginx ({results['nginx']['mode']}) ==")
         parts.append(text_table(NGINX_HEADER, nginx_rows(results)))
+    if refusal_rows(results):
+        parts.append("\n== login refusals: timing and answer by reason ==")
+        parts.append(text_table(REFUSAL_HEADER, refusal_rows(results)))
+        parts.append(refusal_summary(results))
     verdicts = evaluate(results)
     if verdicts:
         parts.append("\n== targets ==")
@@ -433,6 +548,15 @@ def markdown_report(results: dict[str, Any], plot_name: str | None) -> str:
             "first instance on core 0, the second on core 1 (a 2-core machine has no third).",
             "",
             markdown_table(NGINX_HEADER, nginx_rows(results)),
+            "",
+        ]
+    if refusal_rows(results):
+        lines += [
+            f"### Login refusals ({results['refusals']['mode']})",
+            "",
+            refusal_summary(results),
+            "",
+            markdown_table(REFUSAL_HEADER, refusal_rows(results)),
             "",
         ]
     if plot_name:

@@ -52,10 +52,11 @@ from scenarios import (
     run_memstore,
     run_mode,
     run_nginx,
+    run_refusals,
     run_startup,
 )
 
-SCENARIOS = ("startup", "requests", "storm", "memstore", "nginx")
+SCENARIOS = ("startup", "requests", "storm", "memstore", "nginx", "refusals")
 RESULTS_DIR = BENCH_DIR / "results"
 DOC_PATH = REPO_ROOT / "docs" / "performance.md"
 PLOT_PATH = REPO_ROOT / "docs" / "performance.png"
@@ -80,6 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip", help="comma-separated scenarios to leave out")
     parser.add_argument(
         "--sessions", type=int, help="sessions for the in-memory store scenario (full: 1e6)"
+    )
+    parser.add_argument(
+        "--refusal-samples",
+        type=int,
+        help="login refusals measured per kind (full: 300, quick: 60)",
+    )
+    parser.add_argument(
+        "--refusal-seed", type=int, default=1, help="seed of the login refusals' order"
     )
     parser.add_argument(
         "--profile", action="store_true", help="also sample the prodio rows with py-spy"
@@ -109,6 +118,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if quick and not args.only:
         # Each needs a quiet machine for many seconds: run them with --only.
         chosen -= {"nginx", "startup"}
+    if args.refusal_samples is not None and args.refusal_samples < 5:
+        raise BenchError("--refusal-samples needs at least 5 per kind for any statistic")
     unknown = chosen - set(SCENARIOS)
     if unknown:
         raise BenchError(f"unknown scenarios: {', '.join(sorted(unknown))}")
@@ -130,6 +141,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         nginx="nginx" in chosen,
         profile=bool(args.profile),
         scenarios=frozenset(chosen),
+        refusal_samples=args.refusal_samples or (60 if quick else 300),
+        refusal_warmup=5 if quick else 20,
+        refusal_seed=args.refusal_seed,
     )
 
 
@@ -256,6 +270,8 @@ def run(settings: Settings, *, keep: bool) -> dict[str, Any]:
                     ctx.note(f"nginx scenario skipped: {exc}")
                 else:
                     results["nginx"] = run_nginx(ctx, settings.modes[0])
+        if "refusals" in settings.scenarios:
+            results["refusals"] = run_refusals(ctx, settings.modes[0])
     finally:
         if redis is not None:
             redis.stop()
@@ -301,7 +317,17 @@ def main(argv: list[str] | None = None) -> int:
         seconds = results["meta"]["wall_seconds"]
         print(f"\nresults: {out.relative_to(REPO_ROOT)} ({seconds:.0f} s)")
         quick = settings.quick
-    if (not quick and not args.no_docs and args.from_json is None) or args.write_docs:
+    # A run of some scenarios only would replace the whole generated section with them.
+    partial = set(results["settings"]["scenarios"]) != set(SCENARIOS)
+    if (
+        not quick
+        and not args.no_docs
+        and not args.write_docs
+        and args.from_json is None
+        and partial
+    ):
+        print("docs: left alone, since only some scenarios ran (--write-docs publishes them)")
+    elif (not quick and not args.no_docs and args.from_json is None) or args.write_docs:
         has_plot = plot(results, PLOT_PATH)
         update_doc(DOC_PATH, markdown_report(results, PLOT_PATH.name if has_plot else None))
         print(f"docs: {DOC_PATH.relative_to(REPO_ROOT)}" + (" and its plot" if has_plot else ""))

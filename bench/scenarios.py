@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import timing_stats
 from harness import (
     BENCH_DIR,
     BENCH_PASSWORD,
@@ -30,6 +32,7 @@ from harness import (
     RunDirs,
     Server,
     Target,
+    add_user,
     free_port,
     login_cookie,
     measure,
@@ -39,6 +42,7 @@ from harness import (
     require_binary,
     stop_process,
     storm_user_names,
+    users_command,
     wait_for_status,
     wait_until_idle,
 )
@@ -83,6 +87,9 @@ class Settings:
     nginx: bool
     profile: bool
     scenarios: frozenset[str]
+    refusal_samples: int = 300
+    refusal_warmup: int = 20
+    refusal_seed: int = 1
 
 
 @dataclass(frozen=True)
@@ -787,4 +794,206 @@ def run_nginx(ctx: Context, mode: Mode) -> dict[str, Any]:
     return {
         "mode": mode.label,
         "rows": {name: summarize(measured) for name, measured in rounds.items()},
+    }
+
+
+# -- login refusals: one answer and one timing for every reason ------------------------
+
+# The three refusals a sign-in can get, each by a name of the same length (the refusal page
+# shows the name typed back, so the answers then have the same size too).
+REFUSAL_KINDS = {
+    "wrong_password": "timing-alice",  # an active account, a wrong password
+    "unknown_user": "timing-ghost",  # no such account
+    "disabled_account": "timing-carol",  # a disabled account (its own password unknown)
+}
+REFERENCE_KIND = "wrong_password"
+REFUSAL_PASSWORD = "timing-password-1"
+REFUSAL_LABELS = {
+    "wrong_password": "wrong password",
+    "unknown_user": "unknown user",
+    "disabled_account": "disabled account",
+}
+# Limits no measurement reaches: every attempt takes the whole refusal path (throttle
+# check, password check, failure counted, login page), none is refused by a lock.
+NO_LOCK = {
+    "PRODIO_LOGIN_MAX_FAILURES": "1000000000",
+    "PRODIO_LOGIN_MAX_FAILURES_PER_IP": "1000000000",
+}
+# What differs from one answer to the next whatever the reason: replaced before comparing.
+VOLATILE_HEADERS = {"date", "x-request-id"}
+CSRF_VALUE = re.compile(r'(name="csrf_token"\s+value=")[^"]+(")')
+
+
+def create_refusal_users(ctx: Context) -> None:
+    """The accounts the refusals are for, made as an operator makes them (the CLI, with
+    the default argon2id cost); the unknown name is never made."""
+    add_user(ctx.dirs, REFUSAL_KINDS["wrong_password"], REFUSAL_PASSWORD)
+    add_user(ctx.dirs, REFUSAL_KINDS["disabled_account"], REFUSAL_PASSWORD)
+    users_command(ctx.dirs, "disable", REFUSAL_KINDS["disabled_account"])
+    listing = {
+        line.split()[0]: line.split()[1]
+        for line in users_command(ctx.dirs, "list").splitlines()[1:]
+        if line.strip()
+    }
+    expected = {
+        REFUSAL_KINDS["wrong_password"]: "active",
+        REFUSAL_KINDS["disabled_account"]: "disabled",
+    }
+    if any(listing.get(name) != status for name, status in expected.items()) or (
+        REFUSAL_KINDS["unknown_user"] in listing
+    ):
+        raise BenchError(f"the refusal accounts are not as meant: {listing}")
+
+
+def normalized_answer(answer: dict[str, Any], username: str) -> tuple[bytes, list[str]]:
+    """The answer with what legitimately varies replaced: the CSRF token (new on every
+    page), the name typed (shown back in the form), ``Date`` and ``X-Request-Id``."""
+    body = CSRF_VALUE.sub(r"\1<csrf>\2", answer["body"]).replace(username, "<name>")
+    lines = [f"status {answer['status']}"]
+    for name, value in answer["headers"]:
+        lowered = name.lower()
+        if lowered in VOLATILE_HEADERS:
+            value = "<varies>"
+        lines.append(f"{lowered}: {value}")
+    return body.encode(), lines
+
+
+def compare_answers(raw: dict[str, Any]) -> dict[str, Any]:
+    """Byte sizes of each kind's answer, and whether the answers are the same once the
+    token, the name typed, the date and the request id are set aside."""
+    answers: dict[str, Any] = {}
+    normalized: dict[str, tuple[bytes, list[str]]] = {}
+    for kind, answer in raw["answers"].items():
+        username = raw["usernames"][kind]
+        normalized[kind] = normalized_answer(answer, username)
+        answers[kind] = {
+            "status": answer["status"],
+            "body_bytes": len(answer["body"].encode()),
+            # As on the wire: "name: value\r\n" per header.
+            "header_bytes": sum(len(name) + len(value) + 4 for name, value in answer["headers"]),
+            "header_names": [name.lower() for name, _ in answer["headers"]],
+        }
+    reference_body, reference_headers = normalized[REFERENCE_KIND]
+    differences: dict[str, list[str]] = {}
+    for kind, (body, headers) in normalized.items():
+        found = []
+        if body != reference_body:
+            found.append("body")
+        if headers != reference_headers:
+            found += sorted(set(headers) ^ set(reference_headers)) or ["header order"]
+        differences[kind] = found
+    return {
+        "answers": answers,
+        "differences": differences,
+        "identical": not any(differences.values()),
+        "set_aside": ["csrf_token value", "the name typed", *sorted(VOLATILE_HEADERS)],
+    }
+
+
+def run_refusals(ctx: Context, mode: Mode) -> dict[str, Any]:
+    """Wrong password, unknown user and disabled account against a real prodio over HTTP:
+    the same answer, and no timing gap a test can tell at this many samples?"""
+    from prodio.users.passwords import (
+        DEFAULT_MEMORY_COST_KIB,
+        DEFAULT_PARALLELISM,
+        DEFAULT_TIME_COST,
+    )
+
+    settings = ctx.settings
+    ctx.say(
+        f"login refusals: {settings.refusal_samples} per kind, interleaved at random "
+        f"({mode.label}, default argon2id cost)"
+    )
+    create_refusal_users(ctx)
+    server = Server(
+        name=f"refusals-{mode.key}",
+        app="prodio",
+        loop=mode.loop,
+        http=mode.http,
+        dirs=ctx.dirs,
+        env={"PRODIO_SESSION_BACKEND": "memory", **NO_LOCK},
+        ready_path="/readyz",
+    )
+    command = [
+        "taskset",
+        "-c",
+        str(LOAD_CORE),
+        sys.executable,
+        str(BENCH_DIR / "login_refusals.py"),
+        "--samples",
+        str(settings.refusal_samples),
+        "--warmup",
+        str(settings.refusal_warmup),
+        "--seed",
+        str(settings.refusal_seed),
+    ]
+    for kind, username in REFUSAL_KINDS.items():
+        command += ["--kind", f"{kind}={username}"]
+    with running([server]):
+        requests = len(REFUSAL_KINDS) * (settings.refusal_samples + settings.refusal_warmup)
+        cpu_before = thread_cpu(server.pid)
+        done = subprocess.run(
+            [*command, "--url", server.base_url],
+            capture_output=True,
+            text=True,
+            timeout=60 + 5 * requests,
+            check=False,
+        )
+        server_cpu = thread_cpu(server.pid)
+    if done.returncode != 0:
+        raise BenchError(f"login_refusals.py failed: {done.stderr.strip()[-1000:]}")
+    raw: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    times: dict[str, list[float]] = raw["times_ms"]
+    unexpected = {kind: codes for kind, codes in raw["statuses"].items() if set(codes) != {"401"}}
+    if unexpected:
+        # A 429 (lock, busy) or 503 (shed) is not the refusal this measures.
+        raise BenchError(f"refusals answered other than 401: {unexpected}")
+    kinds = {kind: timing_stats.describe(values) for kind, values in times.items()}
+    comparisons = {
+        kind: timing_stats.compare(values, times[REFERENCE_KIND], seed=settings.refusal_seed)
+        for kind, values in times.items()
+        if kind != REFERENCE_KIND
+    }
+    for kind, figures in kinds.items():
+        line = (
+            f"  {REFUSAL_LABELS[kind]}: median {figures['median_ms']:.2f} ms "
+            f"(p10 {figures['p10_ms']:.2f}, p90 {figures['p90_ms']:.2f})"
+        )
+        if kind in comparisons:
+            c = comparisons[kind]
+            line += (
+                f", {c.median_ratio:.3f} of wrong password, Mann-Whitney p {c.mann_whitney_p:.3f}, "
+                f"permutation p {c.permutation_p:.3f}"
+            )
+        ctx.say(line)
+    answers = compare_answers(raw)
+    ctx.say(
+        "  answers "
+        + ("identical" if answers["identical"] else f"DIFFER: {answers['differences']}")
+        + " once the CSRF token, the name typed, Date and X-Request-Id are set aside"
+    )
+    cpu_seconds = sum(
+        seconds - cpu_before.get(tid, (0.0, 0))[0] for tid, (seconds, _) in server_cpu.items()
+    )
+    return {
+        "mode": mode.label,
+        "reference": REFERENCE_KIND,
+        "labels": REFUSAL_LABELS,
+        "usernames": raw["usernames"],
+        "samples": settings.refusal_samples,
+        "warmup": settings.refusal_warmup,
+        "seed": raw["seed"],
+        "seconds": raw["seconds"],
+        "server_cpu_ms_per_request": cpu_seconds / requests * 1000,
+        "argon2": {
+            "time_cost": DEFAULT_TIME_COST,
+            "memory_cost_kib": DEFAULT_MEMORY_COST_KIB,
+            "parallelism": DEFAULT_PARALLELISM,
+        },
+        "alpha": timing_stats.ALPHA,
+        "kinds": kinds,
+        "comparisons": {kind: c.as_dict() for kind, c in comparisons.items()},
+        "responses": answers,
+        "times_ms": times,
+        "order": raw["order"],
     }

@@ -28,6 +28,7 @@ from prodio.users import PasswordAuthenticator, PasswordHasher, SqlUserStore, Us
 from prodio.users.sql import MIGRATIONS
 from tests.conftest import require_binary
 from tests.users.backdate import backdate_password
+from tests.users.range_api import RangeApi, serving, sha1_upper
 from tests.users.support import cheap_hasher, free_port
 
 PASSWORD = "correct horse battery staple"
@@ -405,6 +406,131 @@ def test_set_password_applies_the_policy(
     alice = users.get("alice")
     assert alice is not None
     assert alice.password_hash == "hash-a"
+
+
+# -- the optional breach check ---------------------------------------------------------
+
+BREACHED = "monkey see monkey do 2019"
+
+
+@pytest.fixture
+def range_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[RangeApi]:
+    """A local Pwned Passwords range API that knows BREACHED, named in the settings."""
+    with serving(RangeApi(breached={BREACHED: 42})) as api:
+        monkeypatch.setenv("PRODIO_PASSWORD_BREACH_API", api.url)
+        monkeypatch.setenv("PRODIO_PASSWORD_BREACH_API_TIMEOUT", "0.5")
+        yield api
+
+
+@pytest.mark.parametrize("command", ["add", "set-password"])
+def test_a_breached_password_is_refused(
+    users: SqlUserStore,
+    range_api: RangeApi,
+    stdin: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    if command == "set-password":
+        users.add("alice", cheap_hasher().hash(PASSWORD))
+    stdin(BREACHED + "\n")
+    code, out, err = run(capsys, "users", command, "alice", "--password-stdin")
+    assert (code, out) == (1, "")
+    assert_one_error_line(err, "this password appears in data breaches (42 times)")
+    assert BREACHED not in err
+    # Only the first 5 characters of the SHA-1 were sent, with padding asked for.
+    [seen] = range_api.requests
+    assert seen.path == "/range/" + sha1_upper(BREACHED)[:5]
+    assert seen.headers["add-padding"] == "true"
+    alice = users.get("alice")
+    if command == "add":
+        assert alice is None
+    else:
+        assert alice is not None
+        assert cheap_hasher().verify(alice.password_hash, PASSWORD)
+
+
+def test_a_password_in_no_breach_is_set(
+    users: SqlUserStore,
+    range_api: RangeApi,
+    stdin: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stdin(PASSWORD + "\n")
+    assert run(capsys, "users", "add", "alice", "--password-stdin") == (
+        0,
+        "added user alice\n",
+        "",
+    )
+    assert [seen.path for seen in range_api.requests] == ["/range/" + sha1_upper(PASSWORD)[:5]]
+
+
+def test_a_locally_refused_password_is_never_sent(
+    users: SqlUserStore,
+    range_api: RangeApi,
+    stdin: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stdin("password123\n")
+    code, _, err = run(capsys, "users", "add", "alice", "--password-stdin")
+    assert code == 1
+    assert_one_error_line(err, "most common passwords")
+    assert range_api.requests == []
+
+
+def test_breach_api_down_allow_sets_the_password_with_a_warning(
+    users: SqlUserStore,
+    stdin: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRODIO_PASSWORD_BREACH_API", f"http://127.0.0.1:{free_port()}")
+    users.add("alice", cheap_hasher().hash(PASSWORD))
+    stdin(BREACHED + "\n")
+    code, out, err = run(capsys, "users", "set-password", "alice", "--password-stdin")
+    assert code == 0
+    assert out == "changed the password of alice\n"
+    warning = err.splitlines()[0]
+    assert warning.startswith("prodio: warning: the password breach check at 127.0.0.1 ")
+    assert "the password is set without it (PRODIO_PASSWORD_BREACH_API_ON_ERROR=allow)" in warning
+    assert BREACHED not in err
+    alice = users.get("alice")
+    assert alice is not None
+    assert cheap_hasher().verify(alice.password_hash, BREACHED)
+
+
+def test_breach_api_slow_refuse_changes_nothing(
+    users: SqlUserStore,
+    range_api: RangeApi,
+    stdin: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRODIO_PASSWORD_BREACH_API_ON_ERROR", "refuse")
+    range_api.mode = "slow"
+    users.add("alice", cheap_hasher().hash(PASSWORD))
+    stdin("a brand new passphrase\n")
+    code, out, err = run(capsys, "users", "set-password", "alice", "--password-stdin")
+    assert not range_api.release.is_set()  # it gave up while the server still waited
+    assert (code, out) == (1, "")
+    assert_one_error_line(err, "could not be done: no answer within 0.5 s")
+    assert "PRODIO_PASSWORD_BREACH_API_ON_ERROR=refuse" in err
+    alice = users.get("alice")
+    assert alice is not None
+    assert cheap_hasher().verify(alice.password_hash, PASSWORD)
+
+
+def test_bad_breach_api_setting_exits_2(
+    users: SqlUserStore,
+    stdin: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRODIO_PASSWORD_BREACH_API", "api.pwnedpasswords.com")
+    stdin(PASSWORD + "\n")
+    code, _, err = run(capsys, "users", "add", "alice", "--password-stdin")
+    assert code == 2
+    assert_one_error_line(err, "PRODIO_PASSWORD_BREACH_API: must be the base URL")
+    assert users.count() == 0
 
 
 def test_disable_and_enable(users: SqlUserStore, capsys: pytest.CaptureFixture[str]) -> None:

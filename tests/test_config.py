@@ -145,3 +145,104 @@ def test_previous_keys_need_an_end_and_a_length(
     monkeypatch.setenv("PRODIO_PREVIOUS_SECRET_KEYS", "short")
     with pytest.raises(SettingsError, match="at least 32 bytes"):
         load_settings(data_dir=tmp_path)
+
+
+# -- the optional breach check of new passwords -----------------------------------------
+
+
+def test_the_breach_check_is_off_by_default(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.password_breach_api is None
+    assert settings.password_breach_api_timeout == 3.0
+    assert settings.password_breach_api_on_error == "allow"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", None),
+        ("   ", None),
+        ("https://api.pwnedpasswords.com", "https://api.pwnedpasswords.com"),
+        (" https://api.pwnedpasswords.com/ ", "https://api.pwnedpasswords.com"),
+        ("https://mirror.example:8443/pwned/", "https://mirror.example:8443/pwned"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),  # dev mode: a local server
+    ],
+)
+def test_breach_api_values_that_are_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, expected: str | None
+) -> None:
+    monkeypatch.setenv("PRODIO_PASSWORD_BREACH_API", value)
+    monkeypatch.setenv("PRODIO_PASSWORD_BREACH_API_TIMEOUT", "1.5")
+    monkeypatch.setenv("PRODIO_PASSWORD_BREACH_API_ON_ERROR", "refuse")
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.password_breach_api == expected
+    assert settings.password_breach_api_timeout == 1.5
+    assert settings.password_breach_api_on_error == "refuse"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PRODIO_PASSWORD_BREACH_API", "api.pwnedpasswords.com", "needs https:// and a host"),
+        ("PRODIO_PASSWORD_BREACH_API", "ftp://api.pwnedpasswords.com", "needs https://"),
+        ("PRODIO_PASSWORD_BREACH_API", "https://", "needs https:// and a host"),
+        ("PRODIO_PASSWORD_BREACH_API", "https://[::1", "not a valid URL"),
+        ("PRODIO_PASSWORD_BREACH_API", "https://host:99999", "not a valid URL"),
+        ("PRODIO_PASSWORD_BREACH_API", "https://me:hunter2@host", "without a user name"),
+        ("PRODIO_PASSWORD_BREACH_API", "https://host/range?x=1", "without a query"),
+        ("PRODIO_PASSWORD_BREACH_API", "https://host/#top", "without a query"),
+        ("PRODIO_PASSWORD_BREACH_API", "https://host/a b", "without spaces"),
+        ("PRODIO_PASSWORD_BREACH_API_TIMEOUT", "0", "PRODIO_PASSWORD_BREACH_API_TIMEOUT"),
+        ("PRODIO_PASSWORD_BREACH_API_TIMEOUT", "31", "PRODIO_PASSWORD_BREACH_API_TIMEOUT"),
+        ("PRODIO_PASSWORD_BREACH_API_TIMEOUT", "soon", "PRODIO_PASSWORD_BREACH_API_TIMEOUT"),
+        ("PRODIO_PASSWORD_BREACH_API_TIMEOUT", "nan", "seconds above 0 and at most 30"),
+        ("PRODIO_PASSWORD_BREACH_API_TIMEOUT", "inf", "seconds above 0 and at most 30"),
+        ("PRODIO_PASSWORD_BREACH_API_ON_ERROR", "ignore", "'allow' or 'refuse'"),
+    ],
+)
+def test_bad_breach_api_settings_are_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings(data_dir=tmp_path)
+    text = str(error.value)
+    assert text.startswith(f"invalid configuration: {variable}: ")
+    assert message in text
+    assert "\n" not in text
+    assert "hunter2" not in text
+    if variable == "PRODIO_PASSWORD_BREACH_API":
+        # How to fix it: what the value should look like, and how to turn the check off.
+        assert "for example https://api.pwnedpasswords.com" in text
+        assert "or empty to turn the breach check off" in text
+
+
+def test_prod_needs_https_for_the_breach_api(tmp_path: Path) -> None:
+    prod = {"env": "prod", "secret_key": GOOD_SECRET, "cookie_secure": True}
+    with pytest.raises(SettingsError) as error:
+        load_settings(data_dir=tmp_path, password_breach_api="http://pwned.internal", **prod)
+    text = str(error.value)
+    assert "PRODIO_PASSWORD_BREACH_API must be an https:// URL when PRODIO_ENV=prod" in text
+    assert "for example https://api.pwnedpasswords.com" in text
+    settings = load_settings(
+        data_dir=tmp_path, password_breach_api="https://pwned.internal/", **prod
+    )
+    assert settings.password_breach_api == "https://pwned.internal"
+
+
+@pytest.mark.parametrize("value", ["", "shop staging", "a" * 101, "naïve", "tab\tname"])
+def test_a_bad_jwt_audience_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("PRODIO_JWT_AUDIENCE", value)
+    with pytest.raises(SettingsError) as error:
+        load_settings(data_dir=tmp_path)
+    message = str(error.value)
+    assert message.startswith("invalid configuration: PRODIO_JWT_AUDIENCE: ")
+    assert "\n" not in message
+
+
+def test_the_jwt_audience_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(data_dir=tmp_path).jwt_audience == "prodio"
+    monkeypatch.setenv("PRODIO_JWT_AUDIENCE", "shop-staging")
+    assert load_settings(data_dir=tmp_path).jwt_audience == "shop-staging"

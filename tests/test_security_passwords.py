@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from prodio import cli
 from prodio.users import PasswordPolicyError, SqlUserStore, check_password_policy
+from prodio.users.breach import PwnedPasswordsCheck
 from prodio.users.passwords import MIN_PASSWORD_LENGTH, common_passwords
-from tests.users.support import cheap_hasher
+from tests.apptest import ORIGIN, PAGE, AppUnderTest, form_fields, running_app
+from tests.users.range_api import RangeApi, serving, sha1_upper
+from tests.users.support import cheap_hasher, free_port
 
 GOOD = "correct horse battery staple"
 
@@ -189,3 +196,89 @@ def test_cli_refuses_the_user_name_as_password(
     else:
         assert stored is not None
         assert cheap_hasher().verify(stored.password_hash, GOOD)
+
+
+# -- the optional breach check, on the password page ----------------------------------
+#
+# The app's hasher gets the check the settings would give it (PRODIO_PASSWORD_BREACH_API),
+# against a real local range API server.
+
+BREACHED = "monkey see monkey do 2019"
+NEW = "violet tractor sings at noon"
+
+
+@asynccontextmanager
+async def page_with_breach_check(
+    tmp_path: Path, api_url: str, **options: Any
+) -> AsyncIterator[tuple[AppUnderTest, httpx.AsyncClient]]:
+    async with running_app(tmp_path) as env:
+        env.add_user("alice", GOOD)
+        env.hasher.breach_check = PwnedPasswordsCheck(api_url, **options)
+        response = await env.login("alice", GOOD)
+        assert response.status_code == 303
+        yield env, env.client
+
+
+async def change_to(client: httpx.AsyncClient, new: str) -> httpx.Response:
+    page = await client.get("/account/password", headers=PAGE)
+    data = {
+        "csrf_token": form_fields(page.text)["csrf_token"],
+        "current_password": GOOD,
+        "new_password": new,
+        "confirm_password": new,
+        "sign_out_others": "yes",
+    }
+    return await client.post("/account/password", data=data, headers={**PAGE, **ORIGIN})
+
+
+def password_of(env: AppUnderTest, name: str) -> str:
+    user = env.users.get(name)
+    assert user is not None
+    return user.password_hash
+
+
+@pytest.mark.anyio
+async def test_the_password_page_refuses_a_breached_password(tmp_path: Path) -> None:
+    with serving(RangeApi(breached={BREACHED: 7})) as api:
+        async with page_with_breach_check(tmp_path, api.url) as (env, client):
+            before = password_of(env, "alice")
+            response = await change_to(client, BREACHED)
+            assert response.status_code == 400
+            assert (
+                "The new password cannot be used: this password appears in data breaches "
+                "(7 times)" in response.text
+            )
+            assert password_of(env, "alice") == before
+            response = await change_to(client, NEW)
+            assert response.status_code == 303
+            assert env.hasher.verify(password_of(env, "alice"), NEW)
+        assert [seen.path for seen in api.requests] == [
+            "/range/" + sha1_upper(BREACHED)[:5],
+            "/range/" + sha1_upper(NEW)[:5],
+        ]
+
+
+@pytest.mark.anyio
+async def test_the_password_page_with_the_breach_api_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    async with page_with_breach_check(tmp_path / "refuse", down, on_error="refuse") as (
+        env,
+        client,
+    ):
+        before = password_of(env, "alice")
+        response = await change_to(client, NEW)
+        # Refused as "try again in a moment", not as a bad password, and nothing changed.
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "30"
+        assert "temporarily unavailable" in response.text
+        assert password_of(env, "alice") == before
+    with caplog.at_level(logging.WARNING, logger="prodio.users.breach"):
+        async with page_with_breach_check(tmp_path / "allow", down) as (env, client):
+            response = await change_to(client, NEW)
+            assert response.status_code == 303
+            assert env.hasher.verify(password_of(env, "alice"), NEW)
+    assert "accepted without it" in caplog.text
+    assert NEW not in caplog.text
+    assert sha1_upper(NEW)[:5] not in caplog.text

@@ -38,6 +38,7 @@ from prodio.users import (
     UserStore,
     UserStoreUnavailable,
     build_user_store,
+    check_password_policy,
     normalize_username,
 )
 
@@ -354,6 +355,27 @@ def _read_new_password(username: str, from_stdin: bool) -> str:
     return first
 
 
+def _check_new_password(settings: Settings, password: str, username: str) -> None:
+    """The password policy, then, when ``PRODIO_PASSWORD_BREACH_API`` names one, the breach
+    check (only the first 5 characters of the password's SHA-1 are sent)."""
+    check_password_policy(password, username=username)
+    if settings.password_breach_api is None:
+        return
+    # Imported only when asked for: the HTTP client is of no use to the other commands.
+    from prodio.users.breach import build_breach_check
+
+    breach_check = build_breach_check(settings)
+    if breach_check is None:
+        return
+    result = breach_check.check(password)
+    if not result.checked:
+        print(
+            f"{PROG}: warning: {result.problem}; the password is set without it "
+            "(PRODIO_PASSWORD_BREACH_API_ON_ERROR=allow)",
+            file=sys.stderr,
+        )
+
+
 def _require_user(store: UserStore, name: str) -> None:
     if store.get(name) is None:
         raise UserNotFound(f"no user named {name}")
@@ -414,6 +436,7 @@ def _users_add(args: argparse.Namespace) -> int:
         if store.get(name) is not None:
             raise UserExists(f"user {name} already exists")
         password = _read_new_password(name, args.password_stdin)
+        _check_new_password(settings, password, name)
         password_hash = _new_password_hasher().hash(password, username=name)
         store.add(name, password_hash, must_change_password=args.temporary)
     print(f"added user {name}" + (_temporary_note(settings) if args.temporary else ""))
@@ -453,6 +476,7 @@ def _users_set_password(args: argparse.Namespace) -> int:
     with _user_store(settings) as store:
         _require_user(store, name)
         password = _read_new_password(name, args.password_stdin)
+        _check_new_password(settings, password, name)
         password_hash = _new_password_hasher().hash(password, username=name)
         store.set_password_hash(name, password_hash, must_change_password=args.temporary)
     print(f"changed the password of {name}" + (_temporary_note(settings) if args.temporary else ""))

@@ -26,6 +26,9 @@ MIN_UPLOAD_LIFETIME = 60
 MAX_UPLOAD_LIFETIME = 30 * 24 * 60 * 60
 DEFAULT_TEMPORARY_PASSWORD_LIFETIME = 72 * 60 * 60
 MAX_TEMPORARY_PASSWORD_LIFETIME = 30 * 24 * 60 * 60
+DEFAULT_PASSWORD_BREACH_API_TIMEOUT = 3.0
+MAX_PASSWORD_BREACH_API_TIMEOUT = 30.0
+PASSWORD_BREACH_API_EXAMPLE = "https://api.pwnedpasswords.com"
 SENTINEL_ADDRESS_EXAMPLE = "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"
 _IPV6_FIRST = re.compile(r"\s*\[\s*[0-9A-Fa-f:]")
 HOW_TO_MAKE_A_SECRET = (
@@ -102,6 +105,17 @@ class Settings(BaseSettings):
     # How long a temporary password (the dev admin's, `--temporary`) signs in after it was
     # set; after that it is refused like a wrong one, until an administrator sets another.
     temporary_password_lifetime: int = DEFAULT_TEMPORARY_PASSWORD_LIFETIME
+    # Optional breach check of new passwords (users/breach.py): the base URL of a range API
+    # in the Pwned Passwords format (GET <base>/range/<first 5 hex of the SHA-1>); empty:
+    # no check. Only the 5-character prefix of the hash is ever sent.
+    password_breach_api: str | None = None
+    # Seconds a lookup may take: the whole of it on the password page (async); in the CLI,
+    # each of connecting and reading the answer.
+    password_breach_api_timeout: float = DEFAULT_PASSWORD_BREACH_API_TIMEOUT
+    # When the API cannot be asked (down, slow, malformed answer): "allow" accepts the
+    # password without the check and logs a warning; "refuse" refuses to set any password
+    # until it answers again (503 on the password page, an error in the CLI).
+    password_breach_api_on_error: Literal["allow", "refuse"] = "allow"
 
     cookie_secure: bool = False
     cookie_samesite: Literal["lax", "strict"] = "lax"
@@ -109,9 +123,7 @@ class Settings(BaseSettings):
     # The session JWT's ``aud``: give each deployment its own (e.g. "shop-staging") so a
     # cookie from one is refused by another even if they share a secret. Changing it signs
     # everyone out.
-    jwt_audience: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$")] = (
-        "prodio"
-    )
+    jwt_audience: str = "prodio"
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
@@ -129,6 +141,16 @@ class Settings(BaseSettings):
         24 * 60 * 60
     )
     show_api: bool = False
+
+    @field_validator("jwt_audience")
+    @classmethod
+    def _check_jwt_audience(cls, value: str) -> str:
+        if not 1 <= len(value) <= 100 or not all("!" <= c <= "~" for c in value):
+            raise ValueError(
+                "1 to 100 printable ASCII characters without spaces, naming this "
+                "deployment (e.g. shop-staging)"
+            )
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -187,6 +209,24 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("password_breach_api", mode="before")
+    @classmethod
+    def _check_password_breach_api(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return normalize_breach_api_url(value)
+
+    @field_validator("password_breach_api_timeout")
+    @classmethod
+    def _check_password_breach_api_timeout(cls, value: float) -> float:
+        if not 0 < value <= MAX_PASSWORD_BREACH_API_TIMEOUT:
+            raise ValueError(
+                f"must be a number of seconds above 0 and at most "
+                f"{MAX_PASSWORD_BREACH_API_TIMEOUT:g}, not {value:g}; the default is "
+                f"{DEFAULT_PASSWORD_BREACH_API_TIMEOUT:g}"
+            )
+        return value
+
     @field_validator("previous_secret_keys_until")
     @classmethod
     def _aware_until(cls, value: datetime | None) -> datetime | None:
@@ -241,6 +281,18 @@ class Settings(BaseSettings):
                     f"PRODIO_SECRET_KEY is {size} bytes; it needs at least "
                     f"{MIN_SECRET_BYTES}: {HOW_TO_MAKE_A_SECRET}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_password_breach_api_scheme(self) -> Self:
+        api = self.password_breach_api
+        if api is not None and not self.is_dev and not api.startswith("https://"):
+            raise ValueError(
+                "PRODIO_PASSWORD_BREACH_API must be an https:// URL when PRODIO_ENV=prod "
+                f"(for example {PASSWORD_BREACH_API_EXAMPLE}): the first characters of "
+                "password hashes must not cross the network in clear text; http:// is for "
+                "a local test server in dev mode only"
+            )
         return self
 
     def _check_sentinel_consistency(self) -> None:
@@ -315,6 +367,36 @@ def split_host_port(text: str) -> tuple[str, int]:
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise ValueError(f"{entry!r} has no valid port (1-65535), {example}")
     return host, int(port_text)
+
+
+def normalize_breach_api_url(text: str) -> str | None:
+    """The base URL of a Pwned Passwords range API, without a trailing slash; ``None`` for
+    an empty value (no check). ``ValueError`` saying what is expected otherwise."""
+    value = text.strip()
+    if not value:
+        return None
+    expected = (
+        f"must be the base URL of a Pwned Passwords range API, for example "
+        f"{PASSWORD_BREACH_API_EXAMPLE} (prodio asks <base>/range/<5 hex characters>), "
+        "or empty to turn the breach check off"
+    )
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{expected}; this is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{expected}; it needs https:// and a host name")
+    if "@" in parts.netloc:
+        # Never echo it: the part before "@" may be a password.
+        raise ValueError(f"{expected}; without a user name or password in it")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ValueError(f"{expected}; without a query (?) or fragment (#)")
+    if any(character.isspace() or ord(character) < 0x21 for character in value):
+        raise ValueError(f"{expected}; without spaces or control characters")
+    if port == 0:
+        raise ValueError(f"{expected}; port 0 is no port")
+    return value.rstrip("/")
 
 
 def join_host_port(host: str, port: int) -> str:

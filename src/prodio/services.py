@@ -22,6 +22,7 @@ from prodio.uploads import UploadRegistry, build_upload_registry
 from prodio.users import build_user_store
 from prodio.users.authenticate import PasswordAuthenticator
 from prodio.users.base import UserStore
+from prodio.users.breach import build_breach_check
 from prodio.users.passwords import PasswordHasher
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -81,7 +82,7 @@ def build_services(
         cookies=CookiePolicy.from_settings(settings),
         passwords=PasswordAuthenticator(
             user_store,
-            hasher or PasswordHasher(),
+            hasher or PasswordHasher(breach_check=build_breach_check(settings)),
             temporary_password_lifetime=settings.temporary_password_lifetime,
         ),
         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)),

@@ -133,13 +133,16 @@ class PasswordAuthenticator:
         change that proved only the password before it). Hashing and storing share one
         worker thread, under the hasher's limiter.
         """
+        # The policy, and the breach lookup if one is configured, before a hashing slot is
+        # taken: a slow breach API must not hold up other users' logins.
+        await self._hasher.acheck_new_password(new_password, username=user.username)
         return await anyio.to_thread.run_sync(
             functools.partial(self._change_blocking, user, new_password, end_sessions),
             limiter=self._hasher.limiter,
         )
 
     def _change_blocking(self, user: User, new_password: str, end_sessions: bool) -> User:
-        new_hash = self._hasher.hash(new_password, username=user.username)
+        new_hash = self._hasher.rehash(new_password)  # checked by acheck_new_password
         return self._store.set_password_hash(
             user.username,
             new_hash,

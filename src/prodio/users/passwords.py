@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 import secrets
@@ -33,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, ParamSpec, Protocol, Self, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -55,8 +56,39 @@ MAX_PASSWORD_LENGTH = 1024
 COMMON_PASSWORDS_FILE = "common_passwords.txt"
 
 
+logger = logging.getLogger("prodio.users.breach")
+
+
 class PasswordPolicyError(UserError):
     """The password does not meet the policy; the message says what is expected."""
+
+
+class BreachLookup(Protocol):
+    """What a lookup of a password in a breach API tells (see :mod:`prodio.users.breach`)."""
+
+    @property
+    def checked(self) -> bool:
+        """``False``: the API could not be asked, and the password was allowed without it."""
+        ...
+
+    @property
+    def problem(self) -> str | None:
+        """Why it could not be asked (never the password, its hash or a part of it)."""
+        ...
+
+
+class BreachCheck(Protocol):
+    """An optional check of new passwords against passwords known from data breaches
+    (:class:`prodio.users.breach.PwnedPasswordsCheck`).
+
+    Both methods raise :class:`PasswordPolicyError` for a breached password and
+    :class:`~prodio.users.base.UserStoreUnavailable` when the check cannot be done and may
+    not be skipped.
+    """
+
+    def check(self, password: str) -> BreachLookup: ...
+
+    async def acheck(self, password: str) -> BreachLookup: ...
 
 
 def normalize_password(password: str) -> str:
@@ -114,6 +146,35 @@ def check_password_policy(password: str, *, username: str | None = None) -> None
             "first; choose another one (a passphrase of several unrelated words is a good "
             "choice)"
         )
+
+
+def _report(lookup: BreachLookup) -> None:
+    if not lookup.checked:
+        logger.warning(
+            "%s; the new password was accepted without it (PRODIO_PASSWORD_BREACH_API_ON_ERROR"
+            "=allow)",
+            lookup.problem,
+        )
+
+
+def check_new_password(
+    password: str, *, username: str | None = None, breach_check: BreachCheck | None = None
+) -> None:
+    """Everything a new password must pass: :func:`check_password_policy`, then, if there
+    is one, the breach check (blocking: a network request; a lookup that could not be
+    done and was allowed is logged as a warning)."""
+    check_password_policy(password, username=username)
+    if breach_check is not None:
+        _report(breach_check.check(password))
+
+
+async def acheck_new_password(
+    password: str, *, username: str | None = None, breach_check: BreachCheck | None = None
+) -> None:
+    """:func:`check_new_password` for async code: the breach lookup does not block."""
+    check_password_policy(password, username=username)
+    if breach_check is not None:
+        _report(await breach_check.acheck(password))
 
 
 # -- where hashes run: the hashing threads and the limiter in front of them -------------
@@ -465,6 +526,10 @@ class PasswordHasher:
     see :func:`usable_cores`); ``max_wait_seconds`` and ``max_waiting`` bound the queue in
     front of it (see :class:`HashingLimiter`). Every argon2 computation, from async or
     blocking callers alike, runs on a hashing thread ``niceness`` nicer than the process.
+
+    ``breach_check`` (off by default; :func:`prodio.users.breach.build_breach_check` makes
+    it from the settings) is asked about every password :meth:`hash` and :meth:`ahash`
+    accept, after the local policy: see :func:`check_new_password`.
     """
 
     def __init__(
@@ -477,6 +542,7 @@ class PasswordHasher:
         niceness: int = DEFAULT_HASHING_NICENESS,
         max_wait_seconds: float = DEFAULT_MAX_HASHING_WAIT_SECONDS,
         max_waiting: int | None = None,
+        breach_check: BreachCheck | None = None,
     ) -> None:
         if not 0 <= niceness <= MAX_NICE:
             # Negative would mean a higher priority than the event loop: the opposite of
@@ -489,6 +555,7 @@ class PasswordHasher:
             type=Type.ID,
         )
         self.niceness = niceness
+        self.breach_check = breach_check
         self.limiter = HashingLimiter(
             max_concurrency, max_wait_seconds=max_wait_seconds, max_waiting=max_waiting
         )
@@ -512,10 +579,20 @@ class PasswordHasher:
     def hash(self, password: str, *, username: str | None = None) -> str:
         """Check the policy (raising :class:`PasswordPolicyError`), then hash.
 
-        Pass ``username`` to refuse the user's own name as the password.
+        Pass ``username`` to refuse the user's own name as the password. With a
+        :attr:`breach_check`, this blocks on its network request too: async code calls
+        :meth:`ahash`, or :meth:`acheck_new_password` and then :meth:`rehash`, so that the
+        lookup does not hold a hashing slot.
         """
-        check_password_policy(password, username=username)
+        check_new_password(password, username=username, breach_check=self.breach_check)
         return self.rehash(password)
+
+    async def acheck_new_password(self, password: str, *, username: str | None = None) -> None:
+        """The policy and the breach check of :meth:`hash`, without hashing and without
+        blocking the event loop (raises :class:`PasswordPolicyError`, or
+        :class:`~prodio.users.base.UserStoreUnavailable` when the breach check must be
+        done and cannot be)."""
+        await acheck_new_password(password, username=username, breach_check=self.breach_check)
 
     def rehash(self, password: str) -> str:
         """Hash a password that was already accepted, without applying the policy.
@@ -560,13 +637,13 @@ class PasswordHasher:
             return True
 
     async def ahash(self, password: str, *, username: str | None = None) -> str:
-        """:meth:`hash` in a worker thread, under :attr:`limiter`.
+        """:meth:`hash` in a worker thread, under :attr:`limiter`; the breach lookup, if
+        any, runs before, on the event loop, so that it holds no hashing slot.
 
         Raises :class:`HashingBusy` at once when too many hashes are already queued.
         """
-        return await anyio.to_thread.run_sync(
-            functools.partial(self.hash, password, username=username), limiter=self.limiter
-        )
+        await self.acheck_new_password(password, username=username)
+        return await anyio.to_thread.run_sync(self.rehash, password, limiter=self.limiter)
 
     async def averify(self, password_hash: str | None, password: str) -> bool:
         """:meth:`verify` in a worker thread, under :attr:`limiter`.
