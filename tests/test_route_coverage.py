@@ -62,6 +62,9 @@ async def test_every_route_outside_the_allowlist_refuses_anonymous_callers(tmp_p
         ):
             assert expected in paths, f"walk missed {expected}"
         assert len(paths) > 40
+        # And prodio's own pages behind a session, the account pages among them.
+        for own in ("/logout", "/api/session", "/account/password", "/account/sessions"):
+            assert own in paths, f"walk missed {own}"
 
         checked = 0
         # WebSocket routes are probed over HTTP too: the middleware decides before routing.

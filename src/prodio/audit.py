@@ -56,6 +56,9 @@ EVENT_CSRF_REJECTED: Final = "csrf.rejected"
 EVENT_ORIGIN_REJECTED: Final = "origin.rejected"
 EVENT_ACCESS_DENIED: Final = "access.denied"
 EVENT_PASSWORD_CHANGE: Final = "password.change"
+# A user's request to end their own sessions (``/account/sessions``); the sessions it ends
+# are each a ``session.revoked``.
+EVENT_SESSION_END: Final = "session.end"
 
 SUCCESS: Final = "success"
 FAILURE: Final = "failure"

@@ -18,6 +18,7 @@ from prodio.middleware.origin import OriginCheckMiddleware
 from prodio.middleware.session import SessionMiddleware
 from prodio.middleware.uploads import UploadOwnershipMiddleware
 from prodio.routes import account, api, health, login
+from prodio.routes.account import SESSIONS_PATH
 from prodio.routes.home import mount_home
 from prodio.routes.static import mount_static
 from prodio.services import Services, build_services
@@ -74,7 +75,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.add_middleware(
         SecurityHeadersMiddleware,
         hsts=settings.cookie_secure,
-        prodio_pages={"/login", "/logout", PASSWORD_CHANGE_PATH},
+        prodio_pages={"/login", "/logout", PASSWORD_CHANGE_PATH, SESSIONS_PATH},
         # Gradio's build assets have content-hashed names and hold no user data.
         cacheable_prefixes=(settings.mount_path.rstrip("/") + "/assets/",),
     )

@@ -52,6 +52,8 @@ ROUTES = (
     ("GET", "/static/prodio.css"),
     ("GET", "/account/password"),
     ("POST", "/account/password"),
+    ("GET", "/account/sessions"),
+    ("POST", "/account/sessions"),
 )
 # Charsets a multipart form may name. Python decodes "unicode_escape", "raw_unicode_escape"
 # and "utf-7" to lone surrogates (test_form_in_a_charset_that_makes_lone_surrogates).

@@ -5,8 +5,9 @@ hidden from it anyway, so the test builds the schema itself from the live app: F
 generator over every FastAPI route (hidden ones included, so query parameters such as
 ``/login?next=`` come from the code), an operation for each plain Starlette route and static
 mount, and by hand what the code reads without declaring it: the forms (login, logout,
-password change) and the request headers the middleware looks at. Gradio's mounted app is
-left out: its routes are covered by tests/test_route_coverage.py, and are not prodio's to fuzz.
+password change, sessions page) and the request headers the middleware looks at. Gradio's
+mounted app is left out: its routes are covered by tests/test_route_coverage.py, and are not
+prodio's to fuzz.
 
 The cases come from schemathesis (its positive and negative generation), and are sent over
 httpx's ASGI transport to an app built by tests/apptest.py, the same way the other HTTP tests
@@ -73,9 +74,12 @@ OPERATIONS = (
     "GET /account/password",
     "HEAD /account/password",
     "POST /account/password",
+    "GET /account/sessions",
+    "HEAD /account/sessions",
+    "POST /account/sessions",
 )
 # The forms get more examples: they are where user input is parsed.
-FORMS = ("POST /login", "POST /logout", "POST /account/password")
+FORMS = ("POST /login", "POST /logout", "POST /account/password", "POST /account/sessions")
 
 # Strings a form field or query parameter gets, besides what schemathesis makes of the
 # schema: the classic troublemakers, control characters, and over-long values.
@@ -149,6 +153,7 @@ _FORMS = {
         "confirm_password",
         "sign_out_others",
     ),
+    ("/account/sessions", "post"): ("csrf_token", "action", "handle", "current_password"),
 }
 
 
@@ -365,6 +370,10 @@ def _fuzz_one(fuzzing: AppInPortal, label: str, signed_in: bool, data: st.DataOb
             # Past the form checks to the throttle and the current password, which stays
             # fuzzed (wrong): a changed password would end the fuzzing's sign-ins.
             case.body["confirm_password"] = case.body.get("new_password")
+        if case.path == "/account/sessions" and right_password:
+            # Past the password to the ending itself; each example signs in afresh, so
+            # the sessions it may end are of examples that are over.
+            case.body["current_password"] = PASSWORD
 
     kwargs = case.as_transport_kwargs(base_url=BASE_URL)
     response = fuzzing.portal.call(_send, env, kwargs, headers, cookies)

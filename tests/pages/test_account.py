@@ -71,3 +71,15 @@ async def test_change_password_is_a_plain_link_to_prodios_page() -> None:
     assert button["props"]["link_target"] == "_self"
     # No event: the browser opens the page, which carries its own CSRF token.
     assert not any(button["id"] in d.get("targets", [[None]])[0] for d in config["dependencies"])
+
+
+async def test_your_sessions_is_a_plain_link_to_prodios_page() -> None:
+    with gr.Blocks() as blocks:
+        AccountTab().build(UserState(new_store()))
+    config = blocks.get_config_file()
+    [button] = [c for c in config["components"] if c["props"].get("elem_id") == "account-sessions"]
+    assert button["props"]["link"] == "/account/sessions"
+    assert button["props"]["link_target"] == "_self"
+    assert button["props"]["value"] == "Your sessions"
+    # No event: the browser opens the page, which carries its own CSRF token.
+    assert not any(button["id"] in d.get("targets", [[None]])[0] for d in config["dependencies"])

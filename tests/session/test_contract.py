@@ -398,6 +398,80 @@ async def test_a_new_login_after_logout_everywhere_is_live(store: SessionStore) 
     assert await store.delete_user_sessions("alice") == 1
 
 
+# --- list_user_sessions -----------------------------------------------------------------
+
+
+async def test_list_user_sessions_is_exactly_that_users_live_sessions(
+    store: SessionStore,
+) -> None:
+    alices = [
+        await store.create("alice", {"i": i, "auth.user_agent": f"browser {i}"}) for i in range(3)
+    ]
+    await store.create("bob")
+    await store.create("alice2")
+    await store.create("Alice")
+
+    listed = await store.list_user_sessions("alice")
+
+    # Oldest first, each as a load would return it.
+    assert [session.id for session in listed] == [session.id for session in alices]
+    for session in listed:
+        assert session == await _live(store, session.id)
+        assert session.username == "alice"
+    assert [dict(session.data) for session in listed] == [dict(s.data) for s in alices]
+    assert await store.list_user_sessions("nobody") == []
+
+
+async def test_list_user_sessions_leaves_out_ended_and_expired_sessions(
+    store_harness: StoreHarness,
+) -> None:
+    store = store_harness.store
+    expired = await store.create("alice")
+    await anyio.sleep(PAST_IDLE)
+    deleted = await store.create("alice")
+    live = await store.create("alice")
+    assert await store.delete(deleted.id)
+
+    listed = await store.list_user_sessions("alice")
+
+    assert [session.id for session in listed] == [live.id]
+    assert await store.load(expired.id) is None
+    # The dead ones are forgotten, not only hidden.
+    assert await store_harness.count_sessions() == 1
+
+    await store.delete_user_sessions("alice")
+    assert await store.list_user_sessions("alice") == []
+
+
+async def test_list_user_sessions_does_not_touch(store: SessionStore) -> None:
+    session = await store.create("alice")
+    # Listed again and again: had a listing touched the session, the last one would keep
+    # it alive past the idle timeout counted from its creation.
+    for _ in range(2):
+        await anyio.sleep(IDLE / 3)
+        [listed] = await store.list_user_sessions("alice")
+        assert listed.last_seen == session.last_seen
+        assert listed.idle_expires_at == session.idle_expires_at
+    await anyio.sleep(IDLE / 3 + 0.1)
+    assert await store.list_user_sessions("alice") == []
+    assert await store.load(session.id) is None
+
+
+async def test_a_listed_snapshot_is_a_copy(store: SessionStore) -> None:
+    session = await store.create("alice", {"nested": {"list": [1]}})
+    [listed] = await store.list_user_sessions("alice")
+    listed.data["nested"]["list"].append("changed the listed snapshot")
+    assert dict((await _live(store, session.id)).data) == {"nested": {"list": [1]}}
+
+
+@pytest.mark.parametrize("username", ["", None, 42])
+async def test_list_user_sessions_refuses_a_missing_username(
+    store: SessionStore, username: Any
+) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        await store.list_user_sessions(username)
+
+
 # --- purge, ping ------------------------------------------------------------------------
 
 

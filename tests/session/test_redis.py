@@ -90,11 +90,50 @@ async def test_every_key_has_a_ttl_after_every_operation(
     assert set(ttls) == {f"prodio:s:{second.id}", "prodio:u:alice"}
     await store.update(alice.id, {"c": 3})  # a dead session: writes nothing
     _assert_every_key_expires(clean_redis)
+    await store.list_user_sessions("alice")
+    _assert_every_key_expires(clean_redis)
     await store.create("bob")
     await store.delete_user_sessions("alice")
     ttls = _assert_every_key_expires(clean_redis)
     assert {key.rsplit(":", 1)[0] for key in ttls} == {"prodio:s", "prodio:u"}
     assert "prodio:u:alice" not in ttls
+
+
+async def test_listing_forgets_the_ids_of_dead_sessions(
+    clean_redis: RedisServer, store: RedisSessionStore
+) -> None:
+    expired = await store.create("alice")
+    stale = await store.create("alice")
+    live = await store.create("alice", {"k": 1})
+    with clean_redis.client() as client:
+        # One expired by Redis (only its id is left in the user's set), one whose idle
+        # timeout has passed a moment before Redis's TTL would fire.
+        client.delete(f"prodio:s:{expired.id}")
+        long_ago = str(int((time.time() - TIMEOUTS.idle - 5) * 1_000_000))
+        client.hset(f"prodio:s:{stale.id}", "last_seen", long_ago)
+        before = client.hget(f"prodio:s:{live.id}", "last_seen")
+
+    listed = await store.list_user_sessions("alice")
+
+    assert [session.id for session in listed] == [live.id]
+    assert dict(listed[0].data) == {"k": 1}
+    with clean_redis.client() as client:
+        assert client.smembers("prodio:u:alice") == {live.id}
+        assert not client.exists(f"prodio:s:{stale.id}")
+        # Looked at, not touched.
+        assert client.hget(f"prodio:s:{live.id}", "last_seen") == before
+
+
+async def test_a_record_of_another_user_in_the_set_is_never_listed(
+    clean_redis: RedisServer, store: RedisSessionStore
+) -> None:
+    bobs = await store.create("bob")
+    alices = await store.create("alice")
+    with clean_redis.client() as client:
+        # A corrupt set (written by hand, or by something else sharing the prefix).
+        client.sadd("prodio:u:alice", bobs.id)
+    assert [session.id for session in await store.list_user_sessions("alice")] == [alices.id]
+    assert await store.load(bobs.id) is not None
 
 
 async def test_session_key_ttl_is_the_idle_timeout_and_user_set_outlives_it(
@@ -281,6 +320,7 @@ async def test_each_operation_is_one_round_trip(counting_store: RedisSessionStor
     await store.update(warm.id, {"k": 1})
     await store.delete(warm.id)
     await store.delete_user_sessions("warm")
+    await store.list_user_sessions("warm")
 
     session = await store.create("alice")
     assert await _round_trips(lambda: store.create("alice", {"k": 1})) == 1
@@ -288,6 +328,9 @@ async def test_each_operation_is_one_round_trip(counting_store: RedisSessionStor
     assert await _round_trips(lambda: store.load(session.id, touch=False)) == 1
     assert await _round_trips(lambda: store.update(session.id, {"a": 1}, remove=["b"])) == 1
     assert await _round_trips(lambda: store.delete(session.id)) == 1
+    for number in range(5):
+        await store.create("bob", {"n": number})
+    assert await _round_trips(lambda: store.list_user_sessions("bob")) == 1
     assert await _round_trips(lambda: store.delete_user_sessions("alice")) == 1
     assert await _round_trips(store.purge_expired) == 0
 
@@ -325,6 +368,7 @@ def _every_operation(
         lambda: store.update(session_id, {"k": 1}),
         lambda: store.delete(session_id),
         lambda: store.delete_user_sessions("alice"),
+        lambda: store.list_user_sessions("alice"),
     ]
 
 

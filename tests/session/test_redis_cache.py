@@ -260,6 +260,26 @@ async def test_a_revocation_on_one_instance_ends_the_session_on_the_other(
     await _eventually(gone_on_the_other)
 
 
+async def test_listing_a_users_sessions_asks_redis_not_the_cache(
+    clean_redis: RedisServer, two_instances: tuple[RedisSessionStore, RedisSessionStore]
+) -> None:
+    here, there = two_instances
+    gone = await here.create("alice")
+    assert await here.load(gone.id) is not None  # cached here now
+    # Removed behind every cache's back (no message): only Redis knows it is gone.
+    with clean_redis.client() as client:
+        assert client.delete(f"prodio:s:{gone.id}") == 1
+    # The per-request check still answers from the cache here, as designed...
+    assert await here.load(gone.id) is not None
+    # Made on another instance a moment ago: in no cache here.
+    made_there = await there.create("alice")
+
+    # ...but the list is Redis's.
+    listed = await here.list_user_sessions("alice")
+
+    assert [session.id for session in listed] == [made_there.id]
+
+
 async def test_a_broken_subscription_turns_the_cache_off_until_it_is_back(
     clean_redis: RedisServer, two_instances: tuple[RedisSessionStore, RedisSessionStore]
 ) -> None:

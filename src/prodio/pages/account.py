@@ -1,5 +1,5 @@
-"""Account: who is signed in, since when, until when; the way to change the password; and
-the Logout button."""
+"""Account: who is signed in, since when, until when; the ways to change the password and
+to see and end one's sessions; and the Logout button."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import gradio as gr
 
 from prodio.middleware.auth import PASSWORD_CHANGE_PATH
 from prodio.pages.base import Tab
+from prodio.routes.account import SESSIONS_PATH
 from prodio.session.base import Session
 from prodio.ui.client import LOGOUT_JS
 from prodio.ui.format import escape_markdown, format_duration, format_utc
@@ -42,8 +43,8 @@ def describe_session(user: str, session: Session, now: float) -> str:
 
 
 class AccountTab(Tab):
-    """The signed-in user and their session times, a link to change the password, and a
-    Logout button."""
+    """The signed-in user and their session times, links to change the password and to
+    see and end the user's sessions, and a Logout button."""
 
     title = "Account"
     slug = "account"
@@ -52,8 +53,8 @@ class AccountTab(Tab):
         summary = gr.Markdown(elem_id="account-summary", elem_classes=["prodio-panel"])
         with gr.Row(elem_classes=["prodio-actions"]):
             refresh = gr.Button("Refresh", variant="secondary", scale=0, min_width=120)
-            # A plain link to prodio's own page (a server-rendered form with its CSRF token,
-            # which works without scripts), not a Gradio event.
+            # Plain links to prodio's own pages (server-rendered forms with their CSRF
+            # tokens, which work without scripts), not Gradio events.
             gr.Button(
                 "Change password",
                 link=PASSWORD_CHANGE_PATH,
@@ -62,6 +63,15 @@ class AccountTab(Tab):
                 scale=0,
                 min_width=160,
                 elem_id="account-change-password",
+            )
+            gr.Button(
+                "Your sessions",
+                link=SESSIONS_PATH,
+                link_target="_self",
+                variant="secondary",
+                scale=0,
+                min_width=140,
+                elem_id="account-sessions",
             )
             logout = gr.Button("Log out", variant="stop", scale=0, min_width=120)
         refresh.click(

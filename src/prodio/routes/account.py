@@ -1,4 +1,5 @@
-"""``/account/password``: a signed-in user changes their own password (ASVS 6.2.2, 6.2.3).
+"""``/account/password`` and ``/account/sessions``: a signed-in user changes their own
+password (ASVS 6.2.2, 6.2.3), and sees and ends their own sessions (7.5.2).
 
 A server-rendered form, like the login page: it works without JavaScript and under the
 strict policy of prodio's own pages, and it is protected by a CSRF token bound to the
@@ -15,12 +16,23 @@ ends), and, unless the user unticks "Sign out my other sessions" (7.4.3), the ac
 a new session epoch, which ends every other session on every instance. A session that had
 to change its password (``auth.must_change_password``) always ends the others: they were
 opened with a password someone else knew.
+
+The sessions page lists the account's live sessions (when each began and was last used,
+from which address, with which browser) and ends one of them, or all but this one. Each
+session is named by a *handle*, an HMAC of its id (:class:`SessionHandles`): a session id
+is a credential and never appears in a page, a form or a URL. Ending a session asks for the
+current password, checked through the login throttle like a password change, and deletes
+it from the store, which ends it at once on every instance.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -29,6 +41,7 @@ from fastapi.responses import RedirectResponse, Response
 from prodio.audit import (
     EVENT_CSRF_REJECTED,
     EVENT_PASSWORD_CHANGE,
+    EVENT_SESSION_END,
     EVENT_SESSION_RENEWED,
     EVENT_SESSION_REVOKED,
     FAILURE,
@@ -36,13 +49,18 @@ from prodio.audit import (
     UNAVAILABLE,
     audit,
     client_address,
+    session_tag,
 )
 from prodio.middleware.auth import PASSWORD_CHANGE_PATH, must_change_password
 from prodio.routes.csrf import CsrfTokens, is_same_origin_request
 from prodio.routes.deps import ServicesDep, SessionDep
 from prodio.routes.login import (
+    CLEAR_SITE_DATA,
+    LOGIN_PATH,
     LOGOUT_PATH,
     NO_STORE,
+    SESSION_CLIENT_ADDRESS,
+    SESSION_USER_AGENT,
     STALE_FORM_ERROR,
     BadForm,
     abandon_attempt,
@@ -60,6 +78,7 @@ from prodio.routes.login import (
 from prodio.services import Services
 from prodio.session.base import Session, SessionStoreUnavailable
 from prodio.session.throttle import ThrottleUnavailable
+from prodio.ui.format import format_utc, iso_utc
 from prodio.users.base import StalePasswordHash, UserStoreUnavailable
 from prodio.users.passwords import (
     MAX_PASSWORD_LENGTH,
@@ -92,6 +111,28 @@ CHANGED_BUT_SESSION_LOST = (
     "Sign in with the new password."
 )
 
+SESSIONS_PATH = "/account/sessions"
+SESSIONS_TEMPLATE = "account_sessions.html"
+# The sessions form's ``action``: end the session named by ``handle``, or every other one.
+END_ONE = "end"
+END_OTHERS = "end_others"
+# 128 bits: no two sessions of an account ever share a handle.
+HANDLE_LENGTH = 32
+_HANDLE = re.compile(f"[0-9a-f]{{{HANDLE_LENGTH}}}")
+# The redirect after ending sessions says how many ended (``?ended=2``); a count, not a name.
+MAX_ENDED_DIGITS = 6
+
+SESSION_NOT_FOUND = (
+    "That session has ended already, or it is not one of yours. The list below is up to date."
+)
+SESSIONS_UNAVAILABLE = (
+    "Your sessions cannot be listed or ended right now. Please try again in a moment."
+)
+# The audit log's ``target`` of a request to end sessions.
+TARGET_THIS = "this session"
+TARGET_ANOTHER = "another session"
+TARGET_OTHERS = "all other sessions"
+
 
 def _page(
     services: Services,
@@ -120,6 +161,7 @@ def _page(
         "max_length": MAX_PASSWORD_LENGTH,
         "home_url": services.settings.mount_path,
         "logout_url": LOGOUT_PATH,
+        "sessions_url": SESSIONS_PATH,
     }
     return render_page(services, request, TEMPLATE, status, headers=headers, **context)
 
@@ -240,7 +282,7 @@ async def change_password(request: Request, services: ServicesDep, session: Sess
         return refuse(409, STALE_PASSWORD, "password changed meanwhile")
 
     # The password is changed: from here on, only this browser's session is at stake.
-    data = new_session_data(updated)
+    data = new_session_data(updated, request)
     data[SESSION_PASSWORD_CHANGED_AT] = time.time()
     try:
         if sign_out_others:
@@ -319,3 +361,289 @@ def _unavailable(
     audit(EVENT_PASSWORD_CHANGE, UNAVAILABLE, request, reason=reason)
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return _page(services, request, session, status=503, error=UNAVAILABLE_ERROR, headers=headers)
+
+
+# --- /account/sessions ----------------------------------------------------------------------
+
+
+class SessionHandles:
+    """Public names of sessions, for the sessions page and its forms.
+
+    A session id is a credential: it never appears in a page, a form or a URL. A handle is an
+    HMAC of the id under a key derived from the secret key for this use alone, so it names
+    one session, cannot be turned back into its id, and is not the session tag of the logs.
+    It needs nothing stored: every session has one, those made before handles existed too.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = hmac.new(secret, b"prodio session handle v1", hashlib.sha256).digest()
+
+    def of(self, session_id: str) -> str:
+        return hmac.digest(self._key, session_id.encode(), "sha256").hex()[:HANDLE_LENGTH]
+
+    def find(self, handle: str, sessions: list[Session]) -> Session | None:
+        """The session among ``sessions`` that ``handle`` names, or None."""
+        if _HANDLE.fullmatch(handle) is None:
+            return None
+        for candidate in sessions:
+            if hmac.compare_digest(self.of(candidate.id), handle):
+                return candidate
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One session as the sessions page shows it: nothing in it is a credential."""
+
+    handle: str
+    current: bool
+    created: str
+    created_iso: str
+    last_seen: str
+    last_seen_iso: str
+    address: str
+    user_agent: str
+
+
+def _text_of(session: Session, key: str) -> str:
+    value = session.data.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def session_rows(
+    sessions: list[Session], current_id: str, handles: SessionHandles
+) -> list[SessionRow]:
+    """The rows of the sessions page: this session first, then the most recently used."""
+    ordered = sorted(sessions, key=lambda item: (item.id != current_id, -item.last_seen))
+    return [
+        SessionRow(
+            handle=handles.of(item.id),
+            current=item.id == current_id,
+            created=format_utc(item.created_at),
+            created_iso=iso_utc(item.created_at),
+            last_seen=format_utc(item.last_seen),
+            last_seen_iso=iso_utc(item.last_seen),
+            address=_text_of(item, SESSION_CLIENT_ADDRESS),
+            user_agent=_text_of(item, SESSION_USER_AGENT),
+        )
+        for item in ordered
+    ]
+
+
+def _ended_count(raw: str) -> int | None:
+    """The count of ``?ended=``, or None when there is none worth showing."""
+    if not raw or len(raw) > MAX_ENDED_DIGITS or not (raw.isascii() and raw.isdigit()):
+        return None
+    return int(raw)
+
+
+async def _sessions_page(
+    services: Services,
+    request: Request,
+    session: Session,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    open_handle: str = "",
+    ended: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The sessions page, listed afresh from the store; 503 if the store does not answer."""
+    handles = SessionHandles(services.settings.secret())
+    rows: list[SessionRow] = []
+    try:
+        rows = session_rows(
+            await services.sessions.list_user_sessions(session.username), session.id, handles
+        )
+    except SessionStoreUnavailable:
+        logger.error("sessions page unavailable: session store unreachable")
+        status, error = 503, SESSIONS_UNAVAILABLE
+    context: dict[str, Any] = {
+        "csrf_token": services.csrf.issue(CsrfTokens.session_binding(session.id)),
+        "user": session.username,
+        "sessions": rows,
+        "others": sum(not row.current for row in rows),
+        "error": error,
+        "open_handle": open_handle,
+        "ended": ended,
+        "sessions_url": SESSIONS_PATH,
+        "password_url": PASSWORD_CHANGE_PATH,
+        "home_url": services.settings.mount_path,
+        "end_one": END_ONE,
+        "end_others": END_OTHERS,
+    }
+    return render_page(services, request, SESSIONS_TEMPLATE, status, headers=headers, **context)
+
+
+@router.api_route(SESSIONS_PATH, methods=["GET", "HEAD"])
+async def sessions_page(
+    request: Request, services: ServicesDep, session: SessionDep, ended: str = ""
+) -> Response:
+    return await _sessions_page(services, request, session, ended=_ended_count(ended))
+
+
+@router.post(SESSIONS_PATH)
+async def end_sessions(request: Request, services: ServicesDep, session: SessionDep) -> Response:
+    """End one of the user's sessions (``action=end``, ``handle``) or all but this one
+    (``action=end_others``), once the current password is confirmed."""
+    username = session.username
+    try:
+        form = await read_form(request)
+        token = text_field(form, "csrf_token")
+        action = text_field(form, "action")
+        handle = text_field(form, "handle")
+        password = text_field(form, "current_password")
+    except BadForm as exc:
+        audit(EVENT_SESSION_END, FAILURE, request, reason=f"malformed form: {exc}")
+        return await _sessions_page(services, request, session, status=400, error=STALE_FORM_ERROR)
+
+    token_ok = services.csrf.check(token, CsrfTokens.session_binding(session.id))
+    origin_ok = is_same_origin_request(request)
+    if not (token_ok and origin_ok):
+        audit(
+            EVENT_CSRF_REJECTED,
+            FAILURE,
+            request,
+            status=403,
+            reason="bad CSRF token" if origin_ok else "cross-origin request",
+        )
+        return await _sessions_page(services, request, session, status=403, error=STALE_FORM_ERROR)
+
+    if action not in (END_ONE, END_OTHERS):
+        audit(EVENT_SESSION_END, FAILURE, request, reason="malformed form: unknown action")
+        return await _sessions_page(services, request, session, status=400, error=STALE_FORM_ERROR)
+    handles = SessionHandles(services.settings.secret())
+    target = TARGET_OTHERS
+    # The form to show open again if the password is refused.
+    open_handle = ""
+    if action == END_ONE:
+        # What the form alone can tell is told before the password is looked at: a session
+        # that ended meanwhile costs no attempt against the throttle.
+        try:
+            chosen = handles.find(handle, await services.sessions.list_user_sessions(username))
+        except SessionStoreUnavailable:
+            return await _end_unavailable(services, request, session, "session store unreachable")
+        if chosen is None:
+            audit(EVENT_SESSION_END, FAILURE, request, reason="unknown session")
+            return await _sessions_page(
+                services, request, session, status=404, error=SESSION_NOT_FOUND
+            )
+        target = TARGET_THIS if chosen.id == session.id else TARGET_ANOTHER
+        open_handle = handle
+
+    try:
+        attempt = await services.throttle.begin(username, client_address(request.scope))
+    except ThrottleUnavailable:
+        return await _end_unavailable(
+            services, request, session, "login throttle backend unreachable"
+        )
+    if not attempt.allowed:
+        audit_refused_attempt(request, attempt, username, EVENT_SESSION_END)
+        return await _sessions_page(
+            services,
+            request,
+            session,
+            status=429,
+            error=throttle_refusal_message(attempt),
+            open_handle=open_handle,
+            headers={"Retry-After": str(attempt.retry_after_seconds)},
+        )
+    try:
+        user = await services.passwords.authenticate(username, password)
+    except UserStoreUnavailable as error:
+        await abandon_attempt(services, attempt)
+        return await _end_unavailable(
+            services,
+            request,
+            session,
+            f"user store unreachable or busy: {type(error).__name__}",
+            retry_after_of(error),
+        )
+    if user is None:
+        failure = await count_failure(services, attempt)
+        audit_failure_counts(
+            request,
+            services,
+            attempt,
+            failure,
+            username,
+            EVENT_SESSION_END,
+            "wrong current password",
+        )
+        return await _sessions_page(
+            services,
+            request,
+            session,
+            status=403,
+            error=WRONG_CURRENT_PASSWORD,
+            open_handle=open_handle,
+        )
+
+    ended: list[Session] = []
+    try:
+        await services.throttle.succeeded(attempt)
+        # Listed again now that the password is confirmed: "all others" means the others
+        # of this moment, a session opened while the password was checked included.
+        live = await services.sessions.list_user_sessions(username)
+        if action == END_ONE:
+            chosen = handles.find(handle, live)
+            to_end = [chosen] if chosen is not None else []
+        else:
+            to_end = [item for item in live if item.id != session.id]
+        for item in to_end:
+            # The store's delete ends it everywhere at once: with Redis, the store tells
+            # every instance's near cache.
+            if await services.sessions.delete(item.id):
+                ended.append(item)
+    except SessionStoreUnavailable as exc:
+        # ThrottleUnavailable is a SessionStoreUnavailable: the two share one backend.
+        _audit_ended(request, ended)
+        what = "login throttle" if isinstance(exc, ThrottleUnavailable) else "session store"
+        return await _end_unavailable(
+            services, request, session, f"{what} unreachable", sessions_ended=len(ended)
+        )
+
+    audit(EVENT_SESSION_END, SUCCESS, request, target=target, sessions_ended=len(ended))
+    _audit_ended(request, ended)
+    if any(item.id == session.id for item in ended):
+        # This browser's own session: it is signed out, as by the Logout button.
+        response = RedirectResponse(LOGIN_PATH, status_code=303, headers=NO_STORE)
+        response.headers["Clear-Site-Data"] = CLEAR_SITE_DATA
+        cookies = services.cookies
+        response.headers.append("set-cookie", cookies.expired_header(cookies.session_cookie))
+        response.headers.append("set-cookie", cookies.expired_header(cookies.csrf_cookie))
+        return response
+    # After the POST, a GET (a reload does not send the form again).
+    return RedirectResponse(
+        f"{SESSIONS_PATH}?ended={len(ended)}", status_code=303, headers=NO_STORE
+    )
+
+
+def _audit_ended(request: Request, ended: list[Session]) -> None:
+    """One ``session.revoked`` per session the user ended, naming it by its log tag."""
+    for item in ended:
+        audit(
+            EVENT_SESSION_REVOKED,
+            SUCCESS,
+            request,
+            sessions_ended=1,
+            ended_session=session_tag(request.scope, item.id),
+            reason="ended by its user",
+        )
+
+
+async def _end_unavailable(
+    services: Services,
+    request: Request,
+    session: Session,
+    reason: str,
+    retry_after: int | None = None,
+    *,
+    sessions_ended: int | None = None,
+) -> Response:
+    logger.error("ending sessions unavailable: %s", reason)
+    audit(EVENT_SESSION_END, UNAVAILABLE, request, reason=reason, sessions_ended=sessions_ended)
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return await _sessions_page(
+        services, request, session, status=503, error=SESSIONS_UNAVAILABLE, headers=headers
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,6 +77,10 @@ CLEAR_SITE_DATA = '"cookies"'
 # What the audit log names a submitted name that cannot be an account.
 INVALID_NAME = "(invalid name)"
 NO_STORE = {"Cache-Control": "no-store"}
+# Session data that lets a user tell their sessions apart (routes/account.py lists them).
+SESSION_USER_AGENT = "auth.user_agent"
+SESSION_CLIENT_ADDRESS = "auth.client_address"
+MAX_USER_AGENT_LENGTH = 200
 
 
 class BadForm(Exception):
@@ -301,10 +306,31 @@ def audit_failure_counts(
         )
 
 
-def new_session_data(user: User) -> dict[str, JSONValue]:
-    """What a session of ``user`` starts with: the account's epoch, and whether it may do
-    nothing but change the password."""
-    data: dict[str, JSONValue] = {SESSION_EPOCH: user.session_epoch}
+def user_agent_label(raw: str | None) -> str:
+    """The ``User-Agent`` header fit to show its user on the sessions page: without control
+    or format characters (no bidi overrides, no line breaks), spaces collapsed, at most
+    :data:`MAX_USER_AGENT_LENGTH` characters. It is what the browser claims, not a proof."""
+    if not raw:
+        return ""
+    # The server hands over the header's bytes decoded as Latin-1: C1 controls (\x80-\x9f)
+    # are control characters here too, and go with the rest.
+    visible = "".join(
+        " " if character.isspace() else character
+        for character in raw
+        if character.isspace() or not unicodedata.category(character).startswith("C")
+    )
+    return " ".join(visible.split())[:MAX_USER_AGENT_LENGTH].rstrip()
+
+
+def new_session_data(user: User, request: Request) -> dict[str, JSONValue]:
+    """What a session of ``user`` starts with: the account's epoch, whether it may do
+    nothing but change the password, and what lets its user recognise it among their
+    sessions (the browser's user agent and the client address, as the logs resolve it)."""
+    data: dict[str, JSONValue] = {
+        SESSION_EPOCH: user.session_epoch,
+        SESSION_USER_AGENT: user_agent_label(request.headers.get("user-agent")),
+        SESSION_CLIENT_ADDRESS: client_address(request.scope) or "",
+    }
     if user.must_change_password:
         data[SESSION_MUST_CHANGE_PASSWORD] = True
     return data
@@ -423,7 +449,7 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
         if session is not None:
             # A new id on every login: a session id known before login is worthless after.
             await services.sessions.delete(session.id)
-        new_session = await services.sessions.create(user.username, new_session_data(user))
+        new_session = await services.sessions.create(user.username, new_session_data(user, request))
     except SessionStoreUnavailable as exc:
         # ThrottleUnavailable is a SessionStoreUnavailable: the two share one backend.
         what = "login throttle" if isinstance(exc, ThrottleUnavailable) else "session store"

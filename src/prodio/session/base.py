@@ -106,6 +106,16 @@ class SessionStore(Protocol):
         """End every session of ``username`` (log out everywhere); return how many ended."""
         ...
 
+    async def list_user_sessions(self, username: str) -> list[Session]:
+        """The live sessions of ``username``, oldest first, for the user to see and end.
+
+        Dead sessions (expired, deleted, revoked) are never listed; a backend may forget
+        them on the way. Listing touches nothing: no session's ``last_seen`` or expiry
+        moves, so looking at the list never keeps a forgotten session alive. The result
+        is read from where the sessions live, never from a cache that could be stale.
+        """
+        ...
+
     async def purge_expired(self, limit: int = 10_000) -> int:
         """Remove up to ``limit`` expired sessions and return how many went.
 

@@ -181,6 +181,18 @@ class InMemorySessionStore:
                 ended += 1
         return ended
 
+    async def list_user_sessions(self, username: str) -> list[Session]:
+        check_username(username)
+        now = self._clock()
+        live: list[Session] = []
+        # A copy of the ids: looking forgets the expired ones, which changes the set.
+        for session_id in list(self._by_user.get(username, ())):
+            entry = self._live_entry(session_id, now)
+            if entry is not None:
+                live.append(self._snapshot(session_id, entry))
+        live.sort(key=lambda session: session.created_at)
+        return live
+
     async def purge_expired(self, limit: int = 10_000) -> int:
         now = self._clock()
         removed = 0

@@ -7,8 +7,8 @@ Layout, under a key prefix (``prodio:`` by default):
   instances whose clocks disagree still agree on expiry) and one ``d:<key>`` field per data
   key holding that value as JSON. One field per key is what lets two requests update
   different keys of one session at once without either losing the other's change.
-- ``<prefix>u:<username>``: the set of that user's session ids, to log a user out
-  everywhere.
+- ``<prefix>u:<username>``: the set of that user's session ids, to list a user's sessions
+  and to log a user out everywhere.
 
 Every key carries a TTL; none lives forever. A session key expires at the earlier of its
 idle and absolute expiry, so Redis itself removes dead sessions and
@@ -230,6 +230,44 @@ end
 redis.call('DEL', KEYS[1])
 removed[1] = ended
 return removed
+""")
+
+
+# KEYS: user set. ARGV: session key prefix, idle us, absolute us, invalidation channel.
+# Returns the ids of the dead sessions it forgot, then a {id, hash as a flat field/value
+# list} pair per session still live. Touches nothing: no last_seen, no TTL moves.
+_LIST_USER = _with_prelude("""
+local now = now_us()
+local idle, absolute = tonumber(ARGV[2]), tonumber(ARGV[3])
+local forgotten = {}
+local listed = {forgotten}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. member
+  local fields = redis.call('HGETALL', key)
+  local created_at, last_seen
+  for i = 1, #fields, 2 do
+    if fields[i] == 'created_at' then
+      created_at = tonumber(fields[i + 1])
+    elseif fields[i] == 'last_seen' then
+      last_seen = tonumber(fields[i + 1])
+    end
+  end
+  if #fields == 0 then
+    -- Expired by Redis itself: only the id was left.
+    redis.call('SREM', KEYS[1], member)
+  elseif created_at and last_seen
+         and not is_live(created_at, last_seen, now, idle, absolute) then
+    -- Dead, but within the millisecond before its TTL fires: gone for every instance now.
+    redis.call('DEL', key)
+    redis.call('PUBLISH', ARGV[4], member .. ' -')
+    redis.call('SREM', KEYS[1], member)
+    forgotten[#forgotten + 1] = member
+  else
+    -- Live, or malformed (the caller logs and skips it, as a load does).
+    listed[#listed + 1] = {member, fields}
+  end
+end
+return listed
 """)
 
 
@@ -474,6 +512,7 @@ class RedisSessionStore:
         self._update = client.register_script(_UPDATE)
         self._delete = client.register_script(_DELETE)
         self._delete_user = client.register_script(_DELETE_USER)
+        self._list_user = client.register_script(_LIST_USER)
 
     @property
     def client(self) -> Redis:
@@ -814,6 +853,30 @@ class RedisSessionStore:
             for session_id in removed:
                 self._cache.invalidate(session_id, DELETED)
         return int(ended)
+
+    async def list_user_sessions(self, username: str) -> list[Session]:
+        check_username(username)
+        # Always Redis, never the near cache: the list is what the user acts on, and a
+        # session another instance created a moment ago is in no cache here.
+        try:
+            forgotten, *listed = await self._list_user(
+                keys=[f"{self._user_prefix}{username}"],
+                args=[self._session_prefix, self._idle_us, self._absolute_us, self._channel],
+            )
+        except REDIS_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        if self._cache is not None:
+            for session_id in forgotten:
+                self._cache.invalidate(session_id, DELETED)
+        sessions: list[Session] = []
+        for session_id, flat in listed:
+            loaded = self._to_session(session_id, flat)
+            # The set holds only this user's ids; a record naming another user would be a
+            # corrupt one, and must never be shown (or offered to end) to this user.
+            if loaded is not None and loaded[0].username == username:
+                sessions.append(loaded[0])
+        sessions.sort(key=lambda session: session.created_at)
+        return sessions
 
     async def purge_expired(self, limit: int = 10_000) -> int:
         """Nothing to do: every key has a TTL, so Redis removes expired sessions itself."""

@@ -30,7 +30,8 @@ Only touching loads (the session middleware's check on every request) are answer
 the cache; a load without touch (a handler reading the data it acts on, ``UserState.get``)
 always asks Redis and refreshes the cache. Messages take a moment to arrive: without this,
 a browser that saved through one instance and reloaded through another could read its old
-data there.
+data there. Listing a user's sessions (the sessions page) always asks Redis too: what it
+shows is what the user decides to end.
 
 The idle timer still moves: a cached load that wants to touch the session goes to Redis
 when the last recorded activity is older than ``touch_interval`` (a twentieth of the idle
