@@ -54,6 +54,7 @@ from prodio.session.redis import RedisSessionStore
 from prodio.ui.mount import file_lifetime, mount_page
 from prodio.ui.state import UserState
 from prodio.uploads import cleanup_interval
+from prodio.uploads.base import UploadRegistry
 from tests.apptest import BASE_URL, FETCH, ORIGIN, PAGE, SECRET, AppUnderTest, running_app
 from tests.redis_server import RedisServer
 
@@ -127,9 +128,16 @@ async def app_with_file_inputs(
             if extra_page is not None:
                 page_path, page = extra_page
 
-                def mount_pages(app: FastAPI, settings: Settings, store: SessionStore) -> None:
-                    mount_page(app, settings, store, page, page_path)  # just before the home
-                    mount_home(app, settings, store)
+                def mount_pages(
+                    app: FastAPI,
+                    settings: Settings,
+                    store: SessionStore,
+                    *,
+                    uploads: UploadRegistry | None = None,
+                ) -> None:
+                    # Just before the home page, as docs/extending.md shows.
+                    mount_page(app, settings, store, page, page_path, uploads=uploads)
+                    mount_home(app, settings, store, uploads=uploads)
 
                 patch.setattr(prodio.main, "mount_home", mount_pages)
             app_env = await stack.enter_async_context(running_app(data_dir, **overrides))
@@ -432,9 +440,13 @@ def file_data(path: str, **extra: object) -> dict[str, object]:
     return {"path": path, "meta": {"_type": "gradio.FileData"}, **extra}
 
 
-def event_body(*data: object, fn_index: int | None = None) -> bytes:
+def event_body(*data: object, fn_index: int | None = None, session: bool = False) -> bytes:
+    """An event's body. Without ``session`` it names no Gradio session (the run routes do
+    not need one), so one body may be sent by two users: a session hash belongs to the
+    first user who sends it (tests/test_security_gradio_sessions.py)."""
     body: dict[str, object] = {"data": list(data), "event_data": None}
-    body["session_hash"] = uuid.uuid4().hex
+    if session:
+        body["session_hash"] = uuid.uuid4().hex
     if fn_index is not None:
         body["fn_index"] = fn_index
     return json.dumps(body).encode()
@@ -520,8 +532,11 @@ async def test_another_users_upload_is_no_input_of_any_event_route(
         ("/gradio_api/run/file_echo/", event_body(file_data(path))),
         ("/gradio_api/call/file_echo_queued", event_body(file_data(path))),
         ("/gradio_api/call/v2/file_echo_queued", json.dumps({"path": file_data(path)}).encode()),
-        ("/gradio_api/queue/join", event_body(file_data(path), fn_index=queued)),
-        ("/gradio_api/queue/join%0A", event_body(file_data(path), fn_index=queued)),
+        ("/gradio_api/queue/join", event_body(file_data(path), fn_index=queued, session=True)),
+        (
+            "/gradio_api/queue/join%0A",
+            event_body(file_data(path), fn_index=queued, session=True),
+        ),
         ("/gradio_api/run/gallery_echo", event_body([{"image": file_data(path), "caption": None}])),
     ]
     for route, body in attempts:
@@ -529,7 +544,9 @@ async def test_another_users_upload_is_no_input_of_any_event_route(
         assert response.status_code == 404, route
     # The queued event of its owner runs; none of the attempts above ran before it.
     joined = await alice.post(
-        "/gradio_api/queue/join", content=event_body(file_data(path), fn_index=queued), headers=JSON
+        "/gradio_api/queue/join",
+        content=event_body(file_data(path), fn_index=queued, session=True),
+        headers=JSON,
     )
     assert joined.status_code == 200
     assert await handled(content)

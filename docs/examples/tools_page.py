@@ -12,6 +12,7 @@ from prodio.pages.base import Page, Tab
 from prodio.pages.text_stats import TextStatsTab
 from prodio.session.base import SessionStore
 from prodio.ui.mount import mount_page
+from prodio.uploads.base import UploadRegistry
 
 
 class ToolsPage(Page):
@@ -19,6 +20,9 @@ class ToolsPage(Page):
     tab_classes: ClassVar[Sequence[type[Tab]]] = (TextStatsTab,)
 
 
-def mount_tools(app: FastAPI, settings: Settings, store: SessionStore) -> None:
+def mount_tools(
+    app: FastAPI, settings: Settings, store: SessionStore, uploads: UploadRegistry | None
+) -> None:
     # Before mount_home: a home page at "/" answers every path not claimed earlier.
-    mount_page(app, settings, store, ToolsPage(), "/tools")
+    # With the upload registry, the files of this page's event outputs are their user's.
+    mount_page(app, settings, store, ToolsPage(), "/tools", uploads=uploads)

@@ -81,7 +81,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     )
 
     # Last: Gradio mounted at "/" would otherwise shadow every route added after it.
-    mount_home(app, settings, services.sessions)
+    mount_home(app, settings, services.sessions, uploads=services.uploads)
     return app
 
 

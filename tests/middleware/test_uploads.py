@@ -512,13 +512,17 @@ def file_data(path: object, **extra: object) -> dict[str, object]:
     return {"path": str(path), "meta": {"_type": "gradio.FileData"}, **extra}
 
 
-def event(*data: object) -> bytes:
-    """The body of an event as the browser sends it."""
-    body = {"data": list(data), "event_data": None, "fn_index": 5, "session_hash": "s1"}
+def event(*data: object, session_hash: str | None = None) -> bytes:
+    """The body of an event as the browser sends it (``session_hash`` last, where a
+    browser puts it). Without a session hash, as an API client may send it: such a body
+    suits every user, where a hash belongs to the first user who sends it."""
+    body: dict[str, object] = {"data": list(data), "event_data": None, "fn_index": 5}
+    if session_hash is not None:
+        body["session_hash"] = session_hash
     return json.dumps(body).encode()
 
 
-NOTEPAD_EVENT = event("A note of a few words.", None)
+NOTEPAD_EVENT = event("A note of a few words.", None, session_hash="k3j5h2l1m9x")
 
 # One request path per event route (EVENT_ROUTES), at the home page's mount and another.
 EVENT_PATHS = [
@@ -807,9 +811,12 @@ async def test_other_methods_and_routes_are_not_read(
         assert (response.status_code, inner.calls) == (200, 1), path
 
 
-async def test_a_multipart_body_is_not_held(registry: InMemoryUploadRegistry, files: Files) -> None:
+async def test_a_multipart_body_names_no_input_file(
+    registry: InMemoryUploadRegistry, files: Files
+) -> None:
     """component_server reads a multipart body as form fields and file bytes (the image
-    editor's layers), never as FileData: it streams on to Gradio, piece by piece."""
+    editor's layers), never as FileData: a path in it is no input file. (The body is read
+    whole for its session hash: tests/middleware/test_gradio_sessions.py.)"""
     pieces = [b"--b\r\n", str(files.alice).encode(), b"\r\n--b--\r\n"]
     messages: list[Message] = [
         {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
@@ -826,6 +833,32 @@ async def test_a_multipart_body_is_not_held(registry: InMemoryUploadRegistry, fi
 
     middleware = UploadOwnershipMiddleware(inner, registry=registry)
     scope = http_scope("/gradio_api/component_server", user="bob", method="POST")
+    scope["headers"] = [(b"content-type", b"multipart/form-data; boundary=b")]
+    await middleware(scope, receive_next, send)
+    assert (inner.calls, inner.body) == (1, b"".join(pieces))
+
+
+async def test_a_multipart_body_elsewhere_streams_on_unread(
+    registry: InMemoryUploadRegistry, files: Files
+) -> None:
+    """The other event routes never read a multipart body (FastAPI refuses it: 422): it
+    streams on to Gradio, piece by piece."""
+    pieces = [b"--b\r\n", str(files.alice).encode(), b"\r\n--b--\r\n"]
+    messages: list[Message] = [
+        {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
+        for i, piece in enumerate(pieces)
+    ]
+
+    async def receive_next() -> Message:
+        return messages.pop(0)
+
+    inner = RecordingGradio()
+
+    async def send(message: Message) -> None:
+        pass
+
+    middleware = UploadOwnershipMiddleware(inner, registry=registry)
+    scope = http_scope("/gradio_api/queue/join", user="bob", method="POST")
     scope["headers"] = [(b"content-type", b"multipart/form-data; boundary=b")]
     await middleware(scope, receive_next, send)
     assert [m["body"] for m in inner.messages] == pieces
@@ -894,7 +927,10 @@ async def test_an_event_with_files_fails_closed_when_the_registry_is_down(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert inner.calls == 0
-    # An event that names no file (or no file on disk) never asks the registry.
-    for body in (NOTEPAD_EVENT, event(file_data(tmp_path / "missing.txt"))):
+    # An event that names no file (or no file on disk) and no session never asks the
+    # registry; one with a session hash does (tests/middleware/test_gradio_sessions.py).
+    for body in (event("A note.", None), event(file_data(tmp_path / "missing.txt"))):
         response, inner = await post_event(unreachable, body)
         assert (response.status_code, inner.calls) == (200, 1)
+    response, inner = await post_event(unreachable, NOTEPAD_EVENT)
+    assert (response.status_code, inner.calls) == (503, 0)

@@ -76,6 +76,39 @@ def test_every_event_is_unqueued() -> None:
     assert all(d["queue"] is False for d in config["dependencies"])
 
 
+def test_handler_annotations_are_evaluated_once_at_build_time() -> None:
+    """Gradio reads each handler's type hints on every event; the page's handlers (written
+    under postponed annotations) must not make it compile them again each time."""
+    blocks = build()
+    handlers = [fn.fn for fn in blocks.fns.values() if fn.fn is not None]
+    assert handlers
+    for handler in handlers:
+        function = getattr(handler, "__func__", handler)
+        assert not any(isinstance(hint, str) for hint in function.__annotations__.values()), handler
+    request_parameters = [
+        handler
+        for handler in handlers
+        if gr.Request in getattr(handler, "__func__", handler).__annotations__.values()
+    ]
+    assert request_parameters, "no handler takes a gr.Request"
+
+
+def test_a_handler_whose_hints_cannot_be_evaluated_is_left_alone() -> None:
+    class Unresolvable(Tab):
+        title = "Unresolvable"
+        slug = "unresolvable"
+
+        def build(self, state: UserState) -> None:
+            gr.Button("Go").click(self.go, outputs=[gr.Textbox()])
+
+        async def go(self) -> NameNobodyDefined:  # type: ignore[name-defined]  # noqa: F821
+            return "ok"
+
+    blocks = build_blocks(SETTINGS, UserState(new_store()), [Unresolvable()])
+    handler = next(fn.fn for fn in blocks.fns.values() if fn.fn is not None)
+    assert handler.__func__.__annotations__ == {"return": "NameNobodyDefined"}
+
+
 def test_two_builds_are_identical() -> None:
     first, second = build().get_config_file(), build().get_config_file()
     assert structure(first) == structure(second)

@@ -75,7 +75,7 @@ async def test_tools_page_mounts_beside_the_home_page() -> None:
     settings = Settings(secret_key="k" * 40)
     app = FastAPI()
     app.add_middleware(FakeAuthMiddleware, store=store)
-    mount_tools(app, settings, store)
+    mount_tools(app, settings, store, None)
     mount_home(app, settings, store)
     session = await store.create("alice")
     async with httpx.AsyncClient(

@@ -14,6 +14,7 @@ from gradio.context import Context
 from prodio import __version__
 from prodio.config import Settings
 from prodio.pages.base import EVENT_DEFAULTS, Tab
+from prodio.ui.blocks import ProdioBlocks
 from prodio.ui.client import LOGOUT_JS
 from prodio.ui.format import escape
 from prodio.ui.loop import call_with_running_loop
@@ -143,7 +144,8 @@ def _build_blocks(
     page_title = f"{title} · {settings.app_name}" if title else settings.app_name
     with (
         deterministic_component_ids(),
-        gr.Blocks(title=page_title, analytics_enabled=False) as blocks,
+        # Event outputs belong to the user who ran the event (prodio.ui.blocks).
+        ProdioBlocks(title=page_title, analytics_enabled=False) as blocks,
     ):
         header_user = build_header(settings)
         with gr.Tabs(elem_id="prodio-tabs", elem_classes=["prodio-tabs"]):
@@ -169,4 +171,5 @@ def _build_blocks(
                     **EVENT_DEFAULTS,
                 )
     blocks.app_id = stable_app_id(blocks)
+    blocks.resolve_handler_annotations()
     return blocks

@@ -18,7 +18,7 @@ from prodio.ui.loop import call_with_running_loop
 from prodio.ui.paths import CSS_FILE, JS_FILE, asset_url
 from prodio.ui.state import UserState
 from prodio.ui.theme import prodio_theme
-from prodio.uploads.base import cleanup_interval
+from prodio.uploads.base import UploadRegistry, cleanup_interval
 
 
 def gradio_user(request: Request) -> str | None:
@@ -64,15 +64,26 @@ def file_lifetime(settings: Settings) -> tuple[int, int]:
 
 
 def mount_page(
-    app: FastAPI, settings: Settings, store: SessionStore, page: Page, path: str
+    app: FastAPI,
+    settings: Settings,
+    store: SessionStore,
+    page: Page,
+    path: str,
+    *,
+    uploads: UploadRegistry | None = None,
 ) -> None:
     """Build ``page`` and mount it at ``path`` with the production options.
+
+    ``uploads`` is the registry prodio's upload middleware checks files against: the files
+    of each event's outputs are recorded there for the user who ran it
+    (:class:`prodio.ui.blocks.ProdioBlocks`). Without it (a page mounted without that
+    middleware, as in some tests) nothing is recorded.
 
     Call it after every other route of ``app``: a Gradio app mounted at ``/`` answers
     every path that no earlier route claimed.
     """
     tabs = page.tabs()
-    call_with_running_loop(lambda: _mount(app, settings, store, page.title, tabs, path))
+    call_with_running_loop(lambda: _mount(app, settings, store, page.title, tabs, path, uploads))
 
 
 def _mount(
@@ -82,10 +93,12 @@ def _mount(
     title: str,
     tabs: list[Tab],
     path: str,
+    uploads: UploadRegistry | None,
 ) -> None:
     blocks = build_blocks(settings, UserState(store), tabs, title=title)
     # Read by mount_gradio_app when it builds the app's lifespan.
     blocks.delete_cache = file_lifetime(settings)
+    blocks.output_registry = uploads
     gr.mount_gradio_app(
         app,
         blocks,

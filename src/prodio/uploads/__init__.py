@@ -1,4 +1,5 @@
-"""Per-user isolation of Gradio's uploaded files: who uploaded what, in memory or Redis.
+"""Per-user isolation of Gradio's files and sessions: who uploaded what, whose each Gradio
+session is, in memory or Redis.
 
 The registry lives here rather than in :mod:`prodio.session` because a record is about a
 file, not a session: it names users, outlives their sessions and lives as long as the
@@ -17,6 +18,8 @@ from prodio.uploads.base import (
     file_key,
     progress_key,
     record_ttl,
+    session_binding_ttl,
+    session_key,
 )
 from prodio.uploads.memory import InMemoryUploadRegistry
 from prodio.uploads.redis import RedisUploadRegistry
@@ -30,9 +33,12 @@ def build_upload_registry(settings: Settings, sessions: SessionStore) -> UploadR
     any other store they live in this process.
     """
     ttl = record_ttl(settings.upload_lifetime)
+    session_ttl = session_binding_ttl(settings.upload_lifetime, settings.session_absolute_timeout)
     if isinstance(sessions, RedisSessionStore):
-        return RedisUploadRegistry(sessions.client, ttl, key_prefix=settings.redis_key_prefix)
-    return InMemoryUploadRegistry(ttl)
+        return RedisUploadRegistry(
+            sessions.client, ttl, key_prefix=settings.redis_key_prefix, session_ttl=session_ttl
+        )
+    return InMemoryUploadRegistry(ttl, session_ttl=session_ttl)
 
 
 __all__ = [
@@ -46,4 +52,6 @@ __all__ = [
     "file_key",
     "progress_key",
     "record_ttl",
+    "session_binding_ttl",
+    "session_key",
 ]

@@ -16,11 +16,19 @@ that guards it while its instance runs.
 
 Keys are opaque strings built here (:func:`file_key`, :func:`progress_key`); backends may
 store them hashed.
+
+The same registry binds **Gradio sessions** to users. Gradio keeps each browser tab's state
+(``gr.State``, component values, its event queue and streams) under a ``session_hash`` that
+the browser makes up and sends with every request; Gradio never asks whose it is.
+:meth:`UploadRegistry.bind_session` binds a hash to the first user who uses it, for
+:func:`session_binding_ttl` after its last use, and tells every later user whose it is.
+Unlike a file, a session has one owner.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
 from collections.abc import Sequence
 from typing import Final, Protocol, runtime_checkable
@@ -32,8 +40,15 @@ from prodio.session.base import SessionStoreUnavailable
 MIN_CLEANUP_INTERVAL: Final = 60
 MAX_CLEANUP_INTERVAL: Final = 3600
 
+# Gradio keeps the gr.State of a tab whose page was closed for an hour
+# (gradio.state_holder.SessionState.STATE_TTL_WHEN_CLOSED): a binding lasts at least that.
+GRADIO_CLOSED_SESSION_SECONDS: Final = 3600
+# A session binding in use is pushed back at least this often (seconds).
+MAX_RENEW_INTERVAL: Final = 60.0
+
 _FILE_PREFIX: Final = "file:"
 _PROGRESS_PREFIX: Final = "progress:"
+_SESSION_PREFIX: Final = "session:"
 
 
 class UploadRegistryUnavailable(SessionStoreUnavailable):
@@ -61,6 +76,7 @@ class UploadRegistry(Protocol):
     """
 
     ttl: float
+    session_ttl: float
 
     async def record(self, user: str, keys: Sequence[str]) -> None:
         """Add ``user`` to the owners of each of ``keys`` and start each key's ``ttl`` over
@@ -69,6 +85,19 @@ class UploadRegistry(Protocol):
 
     async def ownership(self, user: str | None, key: str) -> Ownership:
         """What ``key`` is to ``user`` (``None``: nobody signed in, never an owner)."""
+        ...
+
+    async def bind_session(self, user: str | None, session_hash: str) -> Ownership:
+        """Whose Gradio session ``session_hash`` is, seen from ``user``, binding it to
+        ``user`` if it is nobody's yet.
+
+        :attr:`Ownership.OWNER`: it is ``user``'s (bound now, or before), and stays bound
+        ``session_ttl`` seconds from now (a backend may push the expiry back lazily, never
+        letting it come closer than ``session_ttl`` less :func:`renew_after` of it).
+        :attr:`Ownership.OTHERS`: it is bound to another user.
+        ``user=None`` (nobody signed in) binds nothing: :attr:`Ownership.UNRECORDED` when
+        the hash is nobody's, else OTHERS. A binding never changes owner while it lasts.
+        """
         ...
 
     async def ping(self) -> None:
@@ -89,6 +118,27 @@ def record_ttl(lifetime: int) -> int:
     most one interval late; the record keeps one interval more to spare (a slow sweep).
     """
     return lifetime + 2 * cleanup_interval(lifetime)
+
+
+def session_binding_ttl(lifetime: int, absolute_timeout: int) -> int:
+    """How long a Gradio session stays bound to its user after its last use.
+
+    Gradio keeps what it holds for a tab for as long as the tab is used, and longer: the
+    files it wrote until ``lifetime`` (``PRODIO_UPLOAD_LIFETIME``) has passed, a closed
+    tab's ``gr.State`` for an hour, its component values until 10,000 newer tabs push them
+    out of memory. The binding outlives the files (:func:`record_ttl`), the hour, and a
+    whole sign-in session (``absolute_timeout``: a tab left open that long may still come
+    back). Only after that may another user's request bind the same hash.
+    """
+    return max(record_ttl(lifetime), absolute_timeout, GRADIO_CLOSED_SESSION_SECONDS)
+
+
+def renew_after(ttl: float) -> float:
+    """How long a backend may wait before pushing back the expiry of a binding that is used
+    again: a twentieth of its TTL and at most a minute, the rule of the session store's idle
+    timer. A binding used now thus lasts at least ``ttl`` less a minute from now, which is
+    still beyond the files of its session (:func:`session_binding_ttl`)."""
+    return min(ttl / 20, MAX_RENEW_INTERVAL)
 
 
 def canonical_path(path: str) -> str | None:
@@ -118,3 +168,11 @@ def file_key(path: str) -> str | None:
 def progress_key(upload_id: str) -> str:
     """The registry key of an upload's progress stream (``?upload_id=`` of the upload)."""
     return _PROGRESS_PREFIX + upload_id
+
+
+def session_key(session_hash: str) -> str:
+    """The registry key of a Gradio session hash: a digest, so that a hash of any length
+    (the browser makes up the hash, the client sends it) costs the same to keep."""
+    # surrogatepass: the hash came from JSON or a URL, and may hold lone surrogates.
+    digest = hashlib.sha256(session_hash.encode("utf-8", "surrogatepass")).hexdigest()
+    return _SESSION_PREFIX + digest
