@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from prodio.config import Settings
@@ -28,6 +29,11 @@ FETCH = {"sec-fetch-mode": "cors", "accept": "application/json"}
 SECRET = "test-secret-" + "x" * 40
 # Cheap parameters: these tests exercise the flow, tests/users covers the real cost.
 FAST_HASHER_ARGS: dict[str, int] = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+# The accounts of app_with_users: alice's password and bob's, and how many wrong passwords
+# lock an account there.
+PASSWORD = "correct horse battery"
+BOB_PASSWORD = "bob's password 123"
+MAX_FAILURES = 3
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -129,3 +135,52 @@ async def running_app(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as client,
     ):
         yield AppUnderTest(app, services, sessions, users, hasher, client)
+
+
+@asynccontextmanager
+async def app_with_users(data_dir: Path, **overrides: Any) -> AsyncIterator[AppUnderTest]:
+    """:func:`running_app` with the accounts alice (:data:`PASSWORD`) and bob
+    (:data:`BOB_PASSWORD`), which lock after :data:`MAX_FAILURES` wrong passwords unless
+    ``overrides`` say otherwise."""
+    settings: dict[str, Any] = {"login_max_failures": MAX_FAILURES, **overrides}
+    async with running_app(data_dir, **settings) as env:
+        env.add_user("alice", PASSWORD)
+        env.add_user("bob", BOB_PASSWORD)
+        yield env
+
+
+class VerifyCounter:
+    """Counts argon2 verifications: the hasher the app really uses, wrapped."""
+
+    def __init__(self, env: AppUnderTest, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = env.hasher.verify
+
+        def counting_verify(password_hash: str | None, password: str) -> bool:
+            self.calls += 1
+            return original(password_hash, password)
+
+        monkeypatch.setattr(env.hasher, "verify", counting_verify)
+
+
+@asynccontextmanager
+async def signed_in(
+    env: AppUnderTest, user: str, password: str = PASSWORD
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A new browser of ``env``'s app, signed in as ``user``; closed on leaving."""
+    async with env.new_client() as client:
+        assert (await env.login(user, password, client=client)).status_code == 303
+        yield client
+
+
+def signed_in_fixture(user: str) -> Any:
+    """A fixture named ``user``: a browser of the test module's ``env`` app, signed in as
+    ``user`` with :data:`PASSWORD`. Assigned to a name in a test module, it serves the tests
+    of that module that take ``user`` as a parameter."""
+
+    @pytest.fixture(name=user)
+    async def browser(env: AppUnderTest) -> AsyncIterator[httpx.AsyncClient]:
+        async with signed_in(env, user) as client:
+            yield client
+
+    return browser

@@ -66,9 +66,12 @@ from tests.apptest import (
     FAST_HASHER_ARGS,
     FETCH,
     ORIGIN,
+    PASSWORD,
     AppUnderTest,
     make_settings,
     running_app,
+    signed_in,
+    signed_in_fixture,
 )
 from tests.redis_server import RedisServer, free_port
 
@@ -76,7 +79,6 @@ from tests.redis_server import RedisServer, free_port
 # a third-party warning, raised for queued events (as in tests/test_log_secrets.py).
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")]
 
-PASSWORD = "correct horse battery"
 USERS = ("alice", "bob", "carol")
 SAME_ORIGIN = {**ORIGIN, "sec-fetch-site": "same-origin"}
 JSON = {**SAME_ORIGIN, "content-type": "application/json"}
@@ -193,29 +195,9 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AppUnde
         yield app_env
 
 
-@asynccontextmanager
-async def signed_in(env: AppUnderTest, user: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with env.new_client() as client:
-        assert (await env.login(user, PASSWORD, client=client)).status_code == 303
-        yield client
-
-
-@pytest.fixture
-async def alice(env: AppUnderTest) -> AsyncIterator[httpx.AsyncClient]:
-    async with signed_in(env, "alice") as client:
-        yield client
-
-
-@pytest.fixture
-async def bob(env: AppUnderTest) -> AsyncIterator[httpx.AsyncClient]:
-    async with signed_in(env, "bob") as client:
-        yield client
-
-
-@pytest.fixture
-async def carol(env: AppUnderTest) -> AsyncIterator[httpx.AsyncClient]:
-    async with signed_in(env, "carol") as client:
-        yield client
+alice = signed_in_fixture("alice")
+bob = signed_in_fixture("bob")
+carol = signed_in_fixture("carol")
 
 
 def new_tab() -> str:

@@ -55,12 +55,22 @@ from prodio.ui.mount import file_lifetime, mount_page
 from prodio.ui.state import UserState
 from prodio.uploads import cleanup_interval
 from prodio.uploads.base import UploadRegistry
-from tests.apptest import BASE_URL, FETCH, ORIGIN, PAGE, SECRET, AppUnderTest, running_app
+from tests.apptest import (
+    BASE_URL,
+    FETCH,
+    ORIGIN,
+    PAGE,
+    PASSWORD,
+    SECRET,
+    AppUnderTest,
+    running_app,
+    signed_in,
+    signed_in_fixture,
+)
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
-PASSWORD = "correct horse battery"
 SAME_ORIGIN = {**ORIGIN, "sec-fetch-site": "same-origin"}
 MAX_FILE_SIZE = 64 * 1024
 USERS = ("alice", "bob", "carol")
@@ -155,29 +165,9 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AppUnde
         yield app_env
 
 
-@asynccontextmanager
-async def signed_in(env: AppUnderTest, user: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with env.new_client() as client:
-        assert (await env.login(user, PASSWORD, client=client)).status_code == 303
-        yield client
-
-
-@pytest.fixture
-async def alice(env: AppUnderTest) -> AsyncIterator[httpx.AsyncClient]:
-    async with signed_in(env, "alice") as client:
-        yield client
-
-
-@pytest.fixture
-async def bob(env: AppUnderTest) -> AsyncIterator[httpx.AsyncClient]:
-    async with signed_in(env, "bob") as client:
-        yield client
-
-
-@pytest.fixture
-async def carol(env: AppUnderTest) -> AsyncIterator[httpx.AsyncClient]:
-    async with signed_in(env, "carol") as client:
-        yield client
+alice = signed_in_fixture("alice")
+bob = signed_in_fixture("bob")
+carol = signed_in_fixture("carol")
 
 
 def secret_bytes() -> bytes:

@@ -134,20 +134,25 @@ class ProdioServer:
     def _prodio(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "prodio", *args]
 
+    def add_user(self, account: Account) -> subprocess.CompletedProcess[bytes]:
+        """Run ``prodio users add`` for ``account`` on this server's database, before the
+        server starts or while it runs; the finished command, whether it worked or not."""
+        return subprocess.run(
+            self._prodio("users", "add", account.name, "--password-stdin"),
+            input=(account.password + "\n").encode(),
+            capture_output=True,
+            cwd=self.workdir,
+            env=self.environment,
+            timeout=60,
+            check=False,
+        )
+
     def launch(self) -> None:
         """Add the users, then start the server without waiting for it to be ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         for account in self.spec.accounts:
-            added = subprocess.run(
-                self._prodio("users", "add", account.name, "--password-stdin"),
-                input=(account.password + "\n").encode(),
-                capture_output=True,
-                cwd=self.workdir,
-                env=self.environment,
-                timeout=60,
-                check=False,
-            )
+            added = self.add_user(account)
             if added.returncode != 0:
                 raise ServerError(
                     f"prodio users add {account.name} failed ({added.returncode}): "

@@ -9,8 +9,6 @@ from its console log). Its users' passwords change here, which other tests must 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,6 +22,7 @@ from tests.e2e.helpers import (
     ServerSpec,
     expect_home,
     expect_login_page,
+    log_in,
     open_tab,
     path_of,
     report_lines,
@@ -59,15 +58,7 @@ def fresh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshServ
         server.wait_ready()
         match = ADMIN_PASSWORD_LINE.search(server.log_path.read_text())
         assert match, server.log_tail()
-        added = subprocess.run(
-            [sys.executable, "-m", "prodio", "users", "add", DORA.name, "--password-stdin"],
-            input=(DORA.password + "\n").encode(),
-            capture_output=True,
-            cwd=workdir,
-            env=server.environment,
-            timeout=60,
-            check=False,
-        )
+        added = server.add_user(DORA)
         assert added.returncode == 0, added.stderr
         yield FreshServer(server, Account("admin", match.group(1)))
     finally:
@@ -87,9 +78,7 @@ def submit_change(page: Page) -> None:
 
 def signed_in(new_context: NewContext, site: FreshServer, account: Account) -> Page:
     page = new_context(site).new_page()
-    page.goto("/")
-    submit_login(page, account)
-    expect_home(page, account)
+    log_in(page, account)
     return page
 
 

@@ -7,9 +7,6 @@ while the server runs), so that its wrong password and ended sessions touch no o
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -17,15 +14,14 @@ from tests.e2e.helpers import (
     Account,
     NewContext,
     ProdioServer,
-    expect_home,
     expect_login_page,
+    log_in,
     open_tab,
     path_of,
     report_lines,
     run_axe,
     serious_violations,
     session_cookies,
-    submit_login,
 )
 
 pytestmark = pytest.mark.e2e
@@ -40,15 +36,7 @@ TABLET_AGENT = f"{CHROME} Safari/537.36 e2e-tablet"
 
 @pytest.fixture(scope="module")
 def erin(prodio_server: ProdioServer) -> Account:
-    added = subprocess.run(
-        [sys.executable, "-m", "prodio", "users", "add", ERIN.name, "--password-stdin"],
-        input=(ERIN.password + "\n").encode(),
-        capture_output=True,
-        cwd=prodio_server.workdir,
-        env=prodio_server.environment,
-        timeout=60,
-        check=False,
-    )
+    added = prodio_server.add_user(ERIN)
     assert added.returncode == 0, added.stderr
     return ERIN
 
@@ -57,9 +45,7 @@ def signed_in(
     new_context: NewContext, server: ProdioServer, account: Account, user_agent: str
 ) -> Page:
     page = new_context(server, user_agent=user_agent).new_page()
-    page.goto("/")
-    submit_login(page, account)
-    expect_home(page, account)
+    log_in(page, account)
     return page
 
 

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import anyio
 import httpx
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from prodio.audit import AUDIT_LOGGER
 from prodio.middleware.uploads import (
@@ -37,7 +33,8 @@ from prodio.middleware.uploads import (
 )
 from prodio.uploads import InMemoryUploadRegistry, Ownership, RedisUploadRegistry
 from prodio.uploads.base import UploadRegistry
-from tests.redis_server import RedisServer, free_port
+from tests.middleware.uploads_helpers import TwoChunkStream, signed_in
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -63,18 +60,6 @@ class RecordingGradio:
         self.bodies.append(body)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ran"})
-
-
-def signed_in(app: ASGIApp) -> ASGIApp:
-    """What the auth middleware leaves: the user (from a test header) in the scope state."""
-
-    async def with_user(scope: Scope, receive: Receive, send: Send) -> None:
-        for name, value in scope.get("headers", ()):
-            if name == b"x-test-user":
-                scope.setdefault("state", {})["user"] = value.decode()
-        await app(scope, receive, send)
-
-    return with_user
 
 
 @dataclass
@@ -178,11 +163,6 @@ def test_every_route_that_carries_a_session_hash_is_tried_here() -> None:
         if route.matches({"type": "http", "method": "GET", "path": path})[0] is not Match.NONE
     }
     assert tried == {route.path for route in routes}
-
-
-@pytest.fixture
-def registry() -> InMemoryUploadRegistry:
-    return InMemoryUploadRegistry(60)
 
 
 @pytest.fixture
@@ -516,32 +496,12 @@ async def test_a_multipart_body_gradio_cannot_read_is_left_to_gradio(gradio: Gra
 
 async def test_an_allowed_stream_is_never_held_back(registry: InMemoryUploadRegistry) -> None:
     """Server-Sent Events (queue/data, heartbeat) reach the client chunk by chunk."""
-    first_delivered = anyio.Event()
-
-    async def streaming(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
-        with anyio.fail_after(2):
-            await first_delivered.wait()
-        await send({"type": "http.response.body", "body": b"data: 2\n\n"})
-
-    delivered: list[Message] = []
-
-    async def send(message: Message) -> None:
-        delivered.append(message)
-        if message.get("body") == b"data: 1\n\n":
-            first_delivered.set()
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
-    middleware = UploadOwnershipMiddleware(streaming, registry=registry)
+    stream = TwoChunkStream()
+    middleware = UploadOwnershipMiddleware(stream, registry=registry)
     for path, query in (
         ("/gradio_api/queue/data", f"session_hash={ALICE_TAB}".encode()),
         (f"/gradio_api/heartbeat/{ALICE_TAB}", b""),
     ):
-        delivered.clear()
-        first_delivered = anyio.Event()
         scope = {
             "type": "http",
             "method": "GET",
@@ -550,7 +510,7 @@ async def test_an_allowed_stream_is_never_held_back(registry: InMemoryUploadRegi
             "headers": [],
             "state": {"user": "alice"},
         }
-        await middleware(scope, receive, send)
+        delivered = await stream.serve(middleware, scope)
         assert [m.get("body") for m in delivered[1:]] == [b"data: 1\n\n", b"data: 2\n\n"]
 
 
@@ -561,20 +521,6 @@ async def test_nobody_signed_in_binds_nothing(gradio: Gradio) -> None:
     assert gradio.registry.session_count == 0
     assert (await gradio.send("alice", request)).status_code == 200
     assert (await gradio.send(None, request)).status_code == 404
-
-
-@pytest.fixture
-async def unreachable() -> AsyncIterator[UploadRegistry]:
-    """A Redis registry on a port where nothing listens: every call fails for real."""
-    client = Redis(
-        port=free_port(),
-        socket_connect_timeout=0.5,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), 0),
-    )
-    registry = RedisUploadRegistry(client, 60, owns_client=True)
-    yield registry
-    await registry.aclose()
 
 
 @pytest.mark.parametrize("carrier", CARRIERS.values(), ids=CARRIERS.keys())

@@ -16,12 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import anyio
 import httpx
 import pytest
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,12 +40,11 @@ from prodio.middleware.uploads import (
 from prodio.uploads import (
     InMemoryUploadRegistry,
     Ownership,
-    RedisUploadRegistry,
     file_key,
     progress_key,
 )
 from prodio.uploads.base import UploadRegistry
-from tests.redis_server import free_port
+from tests.middleware.uploads_helpers import TwoChunkStream, signed_in
 
 pytestmark = pytest.mark.anyio
 
@@ -95,23 +90,6 @@ class FakeGradio:
             return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"served " + path.encode()})
-
-
-def signed_in(app: ASGIApp) -> ASGIApp:
-    """What the auth middleware leaves: the user (from a test header) in the scope state."""
-
-    async def with_user(scope: Scope, receive: Receive, send: Send) -> None:
-        for name, value in scope.get("headers", ()):
-            if name == b"x-test-user":
-                scope.setdefault("state", {})["user"] = value.decode()
-        await app(scope, receive, send)
-
-    return with_user
-
-
-@pytest.fixture
-def registry() -> InMemoryUploadRegistry:
-    return InMemoryUploadRegistry(60)
 
 
 def client_for(
@@ -333,28 +311,10 @@ async def test_the_file_routes_of_every_page_are_checked(
 
 async def test_other_answers_are_never_held_back(registry: InMemoryUploadRegistry) -> None:
     """A Server-Sent Events stream must reach the client chunk by chunk."""
-    first_delivered = anyio.Event()
-
-    async def streaming(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
-        with anyio.fail_after(2):
-            await first_delivered.wait()
-        await send({"type": "http.response.body", "body": b"data: 2\n\n"})
-
-    delivered: list[Message] = []
-
-    async def send(message: Message) -> None:
-        delivered.append(message)
-        if message.get("body") == b"data: 1\n\n":
-            first_delivered.set()
-
-    middleware = UploadOwnershipMiddleware(streaming, registry=registry)
+    stream = TwoChunkStream()
+    middleware = UploadOwnershipMiddleware(stream, registry=registry)
     for path in ("/gradio_api/queue/data", "/gradio_api/upload_progress"):
-        delivered.clear()
-        first_delivered = anyio.Event()
-        scope = http_scope(path, user="alice")
-        await middleware(scope, receive, send)
+        delivered = await stream.serve(middleware, http_scope(path, user="alice"))
         assert [m.get("body") for m in delivered[1:]] == [b"data: 1\n\n", b"data: 2\n\n"]
 
 
@@ -425,20 +385,6 @@ async def test_another_users_upload_progress_is_not_found(
 
 
 # --- the registry is down ----------------------------------------------------------------
-
-
-@pytest.fixture
-async def unreachable() -> AsyncIterator[UploadRegistry]:
-    """A Redis registry on a port where nothing listens: every call fails for real."""
-    client = Redis(
-        port=free_port(),
-        socket_connect_timeout=0.5,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), 0),
-    )
-    registry = RedisUploadRegistry(client, 60, owns_client=True)
-    yield registry
-    await registry.aclose()
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,7 @@ Real stores throughout: the SQLite user database of the app under test, in-memor
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,15 @@ from prodio.session.base import SessionTimeouts
 from prodio.session.redis import RedisSessionStore
 from tests.apptest import (
     BASE_URL,
+    BOB_PASSWORD,
     FETCH,
+    MAX_FAILURES,
     ORIGIN,
     PAGE,
+    PASSWORD,
     AppUnderTest,
+    VerifyCounter,
+    app_with_users,
     form_fields,
     running_app,
     session_cookie_of,
@@ -38,27 +42,8 @@ from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
-PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
-BOB_PASSWORD = "bob's password 123"
-MAX_FAILURES = 3
 PATH = "/account/password"
-
-
-@asynccontextmanager
-async def app_with_users(tmp_path: Path, **overrides: Any) -> AsyncIterator[AppUnderTest]:
-    settings: dict[str, Any] = {"login_max_failures": MAX_FAILURES}
-    settings.update(overrides)
-    async with running_app(tmp_path, **settings) as env:
-        env.add_user("alice", PASSWORD)
-        env.add_user("bob", BOB_PASSWORD)
-        yield env
-
-
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[AppUnderTest]:
-    async with app_with_users(tmp_path) as app_env:
-        yield app_env
 
 
 async def signed_in(
@@ -103,20 +88,6 @@ def password_is(env: AppUnderTest, name: str, password: str) -> bool:
     user = env.users.get(name)
     assert user is not None
     return env.hasher.verify(user.password_hash, password)
-
-
-class VerifyCounter:
-    """Counts argon2 verifications: the hasher the app really uses, wrapped."""
-
-    def __init__(self, env: AppUnderTest, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        original = env.hasher.verify
-
-        def counting_verify(password_hash: str | None, password: str) -> bool:
-            self.calls += 1
-            return original(password_hash, password)
-
-        monkeypatch.setattr(env.hasher, "verify", counting_verify)
 
 
 # --- the page -----------------------------------------------------------------------------
@@ -252,26 +223,15 @@ async def test_sessions_held_by_another_instance_end_at_its_next_look(tmp_path: 
         assert await status_of(here) == 200
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server of our own for this module (never the shared one)."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 def redis_store(url: str) -> RedisSessionStore:
     return RedisSessionStore.from_url(url, SessionTimeouts(1800, 28800), socket_timeout=2.0)
 
 
 @pytest.mark.parametrize("sign_out_others", [True, False])
 async def test_two_instances_on_redis(
-    tmp_path: Path, redis_server: RedisServer, sign_out_others: bool
+    tmp_path: Path, clean_redis: RedisServer, sign_out_others: bool
 ) -> None:
-    with redis_server.client() as client:
-        client.flushall()
-    url = redis_server.url
+    url = clean_redis.url
     redis_settings: dict[str, Any] = {"session_backend": "redis", "redis_url": url}
     async with (
         app_with_users(tmp_path, sessions=redis_store(url), **redis_settings) as first,

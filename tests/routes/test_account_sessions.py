@@ -12,8 +12,8 @@ import logging
 import re
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -41,11 +41,16 @@ from prodio.session.base import SessionStoreUnavailable, SessionTimeouts
 from prodio.session.redis import RedisSessionStore
 from tests.apptest import (
     BASE_URL,
+    BOB_PASSWORD,
     FETCH,
+    MAX_FAILURES,
     ORIGIN,
     PAGE,
+    PASSWORD,
     SECRET,
     AppUnderTest,
+    VerifyCounter,
+    app_with_users,
     form_fields,
     running_app,
     session_cookie_of,
@@ -55,9 +60,6 @@ from tests.redis_server import RedisServer
 pytestmark = pytest.mark.anyio
 
 PATH = "/account/sessions"
-PASSWORD = "correct horse battery"
-BOB_PASSWORD = "bob's password 123"
-MAX_FAILURES = 3
 HANDLES = SessionHandles(SECRET.encode())
 LAPTOP = ("192.0.2.10", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0")
 PHONE = ("198.51.100.7", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5) Safari/604.1")
@@ -66,22 +68,6 @@ BOBS = ("203.0.113.99", "bob's very own browser/1.0")
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def app_with_users(tmp_path: Path, **overrides: Any) -> AsyncIterator[AppUnderTest]:
-    settings: dict[str, Any] = {"login_max_failures": MAX_FAILURES}
-    settings.update(overrides)
-    async with running_app(tmp_path, **settings) as env:
-        env.add_user("alice", PASSWORD)
-        env.add_user("bob", BOB_PASSWORD)
-        yield env
-
-
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[AppUnderTest]:
-    async with app_with_users(tmp_path) as app_env:
-        yield app_env
 
 
 async def browser(
@@ -179,20 +165,6 @@ async def end(
 
 async def status_of(client: httpx.AsyncClient) -> int:
     return (await client.get("/api/session", headers=FETCH)).status_code
-
-
-class VerifyCounter:
-    """Counts argon2 verifications: the hasher the app really uses, wrapped."""
-
-    def __init__(self, env: AppUnderTest, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        original = env.hasher.verify
-
-        def counting_verify(password_hash: str | None, password: str) -> bool:
-            self.calls += 1
-            return original(password_hash, password)
-
-        monkeypatch.setattr(env.hasher, "verify", counting_verify)
 
 
 def audit_events(caplog: pytest.LogCaptureFixture) -> list[Any]:
@@ -739,15 +711,6 @@ async def test_a_store_outage_gives_503_never_500(
 # --- two instances on one Redis -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server of our own for this module (never the shared one)."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 async def _eventually(check: Callable[[], Awaitable[bool]], within: float = 2.0) -> None:
     deadline = time.monotonic() + within
     while not await check():
@@ -758,11 +721,9 @@ async def _eventually(check: Callable[[], Awaitable[bool]], within: float = 2.0)
 
 @pytest.mark.parametrize("local_cache_seconds", [0.0, 5.0], ids=["no-cache", "near-cache"])
 async def test_a_session_ended_on_one_instance_is_refused_on_the_other(
-    tmp_path: Path, redis_server: RedisServer, local_cache_seconds: float
+    tmp_path: Path, clean_redis: RedisServer, local_cache_seconds: float
 ) -> None:
-    with redis_server.client() as client:
-        client.flushall()
-    url = redis_server.url
+    url = clean_redis.url
 
     def store() -> RedisSessionStore:
         return RedisSessionStore.from_url(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +22,26 @@ import pytest
 
 from prodio.session.base import SessionTimeouts
 from prodio.session.redis import RedisSessionStore
-from tests.apptest import BASE_URL, AppUnderTest, form_fields, running_app, session_cookie_of
+from tests import apptest
+from tests.apptest import (
+    BASE_URL,
+    BOB_PASSWORD,
+    MAX_FAILURES,
+    PASSWORD,
+    AppUnderTest,
+    VerifyCounter,
+    form_fields,
+    running_app,
+    session_cookie_of,
+)
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
-PASSWORD = "correct horse battery"
-BOB_PASSWORD = "bob's password 123"
-MAX_FAILURES = 3
 MAX_PER_IP = 6
 WINDOW = 60
 LOCK_MESSAGE = "Too many failed sign-in attempts."
 ATTACKER = "203.0.113.66"
-
-
-class VerifyCounter:
-    """Counts argon2 verifications: the hasher the app really uses, wrapped."""
-
-    def __init__(self, env: AppUnderTest, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        original = env.hasher.verify
-
-        def counting_verify(password_hash: str | None, password: str) -> bool:
-            self.calls += 1
-            return original(password_hash, password)
-
-        monkeypatch.setattr(env.hasher, "verify", counting_verify)
 
 
 @asynccontextmanager
@@ -63,18 +57,14 @@ async def login_from(env: AppUnderTest, ip: str, name: str, password: str) -> ht
         return await env.login(name, password, client=client)
 
 
-@asynccontextmanager
-async def app_with_users(tmp_path: Path, **overrides: Any) -> AsyncIterator[AppUnderTest]:
+def app_with_users(tmp_path: Path, **overrides: Any) -> AbstractAsyncContextManager[AppUnderTest]:
+    """The app with alice and bob, under the per-client limit and window counted with here."""
     settings: dict[str, Any] = {
-        "login_max_failures": MAX_FAILURES,
         "login_max_failures_per_ip": MAX_PER_IP,
         "login_failure_window": WINDOW,
+        **overrides,
     }
-    settings.update(overrides)
-    async with running_app(tmp_path, **settings) as env:
-        env.add_user("alice", PASSWORD)
-        env.add_user("bob", BOB_PASSWORD)
-        yield env
+    return apptest.app_with_users(tmp_path, **settings)
 
 
 @pytest.fixture

@@ -42,6 +42,21 @@ def describe_session(user: str, session: Session, now: float) -> str:
     )
 
 
+def page_link(label: str, path: str, *, min_width: int, elem_id: str) -> gr.Button:
+    """A button that opens one of prodio's own pages in this tab: a plain link, not a Gradio
+    event, since those pages are server-rendered forms with their CSRF tokens, which work
+    without scripts."""
+    return gr.Button(
+        label,
+        link=path,
+        link_target="_self",
+        variant="secondary",
+        scale=0,
+        min_width=min_width,
+        elem_id=elem_id,
+    )
+
+
 class AccountTab(Tab):
     """The signed-in user and their session times, links to change the password and to
     see and end the user's sessions, and a Logout button."""
@@ -53,26 +68,13 @@ class AccountTab(Tab):
         summary = gr.Markdown(elem_id="account-summary", elem_classes=["prodio-panel"])
         with gr.Row(elem_classes=["prodio-actions"]):
             refresh = gr.Button("Refresh", variant="secondary", scale=0, min_width=120)
-            # Plain links to prodio's own pages (server-rendered forms with their CSRF
-            # tokens, which work without scripts), not Gradio events.
-            gr.Button(
+            page_link(
                 "Change password",
-                link=PASSWORD_CHANGE_PATH,
-                link_target="_self",
-                variant="secondary",
-                scale=0,
+                PASSWORD_CHANGE_PATH,
                 min_width=160,
                 elem_id="account-change-password",
             )
-            gr.Button(
-                "Your sessions",
-                link=SESSIONS_PATH,
-                link_target="_self",
-                variant="secondary",
-                scale=0,
-                min_width=140,
-                elem_id="account-sessions",
-            )
+            page_link("Your sessions", SESSIONS_PATH, min_width=140, elem_id="account-sessions")
             logout = gr.Button("Log out", variant="stop", scale=0, min_width=120)
         refresh.click(
             self.summary, inputs=None, outputs=[summary], **self.event(api_name="account_refresh")

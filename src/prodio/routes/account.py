@@ -39,7 +39,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from prodio.audit import (
-    EVENT_CSRF_REJECTED,
     EVENT_PASSWORD_CHANGE,
     EVENT_SESSION_END,
     EVENT_SESSION_RENEWED,
@@ -52,7 +51,7 @@ from prodio.audit import (
     session_tag,
 )
 from prodio.middleware.auth import PASSWORD_CHANGE_PATH, must_change_password
-from prodio.routes.csrf import CsrfTokens, is_same_origin_request
+from prodio.routes.csrf import CsrfTokens, refuse_forged_form
 from prodio.routes.deps import ServicesDep, SessionDep
 from prodio.routes.login import (
     CLEAR_SITE_DATA,
@@ -79,7 +78,7 @@ from prodio.services import Services
 from prodio.session.base import Session, SessionStoreUnavailable
 from prodio.session.throttle import ThrottleUnavailable
 from prodio.ui.format import format_utc, iso_utc
-from prodio.users.base import StalePasswordHash, UserStoreUnavailable
+from prodio.users.base import StalePasswordHash, User, UserStoreUnavailable
 from prodio.users.passwords import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
@@ -132,6 +131,82 @@ SESSIONS_UNAVAILABLE = (
 TARGET_THIS = "this session"
 TARGET_ANOTHER = "another session"
 TARGET_OTHERS = "all other sessions"
+
+
+# --- re-authentication ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reauthenticated:
+    """The current password is right, and the login throttle has counted the success."""
+
+    user: User
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The current password was not accepted; what the page shown again needs to say why.
+
+    ``status`` is 429 when the login throttle refused the attempt (``error`` says how long
+    to wait, ``retry_after`` in seconds), 403 for a wrong password, and 503 when a backend
+    did not answer: then ``reason`` is for the caller's log and audit event, ``retry_after``
+    the wait the backend asked for if it said, and the page's own message applies.
+    """
+
+    status: int
+    error: str = ""
+    retry_after: int | None = None
+    reason: str = ""
+
+    @property
+    def unavailable(self) -> bool:
+        return self.status == 503
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else None
+
+
+async def reauthenticate(
+    services: Services, request: Request, username: str, password: str, event: str
+) -> Reauthenticated | Refused:
+    """Check the signed-in user's current password before a change it guards (ASVS 7.5.1).
+
+    Through the login throttle, under the session's account: a stolen session guesses the
+    password no faster than the login page allows, and its guesses lock the account there
+    too. A throttle refusal and a wrong password are audited as ``event``; an unavailable
+    backend is left to the caller to log and audit, with its own event and page.
+    """
+    try:
+        attempt = await services.throttle.begin(username, client_address(request.scope))
+    except ThrottleUnavailable:
+        return Refused(503, reason="login throttle backend unreachable")
+    if not attempt.allowed:
+        audit_refused_attempt(request, attempt, username, event)
+        return Refused(429, throttle_refusal_message(attempt), attempt.retry_after_seconds)
+    try:
+        user = await services.passwords.authenticate(username, password)
+    except UserStoreUnavailable as error:
+        await abandon_attempt(services, attempt)
+        return Refused(
+            503,
+            reason=f"user store unreachable or busy: {type(error).__name__}",
+            retry_after=retry_after_of(error),
+        )
+    if user is None:
+        failure = await count_failure(services, attempt)
+        audit_failure_counts(
+            request, services, attempt, failure, username, event, "wrong current password"
+        )
+        return Refused(403, WRONG_CURRENT_PASSWORD)
+    try:
+        await services.throttle.succeeded(attempt)
+    except ThrottleUnavailable:
+        return Refused(503, reason="login throttle backend unreachable")
+    return Reauthenticated(user)
+
+
+# --- /account/password ----------------------------------------------------------------------
 
 
 def _page(
@@ -188,15 +263,7 @@ async def change_password(request: Request, services: ServicesDep, session: Sess
         return _page(services, request, session, status=400, error=STALE_FORM_ERROR)
 
     token_ok = services.csrf.check(token, CsrfTokens.session_binding(session.id))
-    origin_ok = is_same_origin_request(request)
-    if not (token_ok and origin_ok):
-        audit(
-            EVENT_CSRF_REJECTED,
-            FAILURE,
-            request,
-            status=403,
-            reason="bad CSRF token" if origin_ok else "cross-origin request",
-        )
+    if refuse_forged_form(request, token_ok):
         return _page(services, request, session, status=403, error=STALE_FORM_ERROR)
 
     def refuse(status: int, error: str, reason: str) -> Response:
@@ -216,57 +283,24 @@ async def change_password(request: Request, services: ServicesDep, session: Sess
     if normalize_password(new) == normalize_password(current):
         return refuse(400, SAME_PASSWORD, "new password is the current one")
 
-    try:
-        attempt = await services.throttle.begin(username, client_address(request.scope))
-    except ThrottleUnavailable:
-        return _unavailable(services, request, session, "login throttle backend unreachable")
-    if not attempt.allowed:
-        audit_refused_attempt(request, attempt, username, EVENT_PASSWORD_CHANGE)
+    verdict = await reauthenticate(services, request, username, current, EVENT_PASSWORD_CHANGE)
+    if isinstance(verdict, Refused):
+        if verdict.unavailable:
+            return _unavailable(services, request, session, verdict.reason, verdict.retry_after)
         return _page(
             services,
             request,
             session,
-            status=429,
-            error=throttle_refusal_message(attempt),
+            status=verdict.status,
+            error=verdict.error,
             sign_out_others=sign_out_others,
-            headers={"Retry-After": str(attempt.retry_after_seconds)},
-        )
-    try:
-        user = await services.passwords.authenticate(username, current)
-    except UserStoreUnavailable as error:
-        await abandon_attempt(services, attempt)
-        return _unavailable(
-            services,
-            request,
-            session,
-            f"user store unreachable or busy: {type(error).__name__}",
-            retry_after_of(error),
-        )
-    if user is None:
-        failure = await count_failure(services, attempt)
-        audit_failure_counts(
-            request,
-            services,
-            attempt,
-            failure,
-            username,
-            EVENT_PASSWORD_CHANGE,
-            "wrong current password",
-        )
-        return _page(
-            services,
-            request,
-            session,
-            status=403,
-            error=WRONG_CURRENT_PASSWORD,
-            sign_out_others=sign_out_others,
+            headers=verdict.headers,
         )
 
     try:
-        await services.throttle.succeeded(attempt)
-        updated = await services.passwords.change_password(user, new, end_sessions=sign_out_others)
-    except ThrottleUnavailable:
-        return _unavailable(services, request, session, "login throttle backend unreachable")
+        updated = await services.passwords.change_password(
+            verdict.user, new, end_sessions=sign_out_others
+        )
     except UserStoreUnavailable as error:
         return _unavailable(
             services,
@@ -498,15 +532,7 @@ async def end_sessions(request: Request, services: ServicesDep, session: Session
         return await _sessions_page(services, request, session, status=400, error=STALE_FORM_ERROR)
 
     token_ok = services.csrf.check(token, CsrfTokens.session_binding(session.id))
-    origin_ok = is_same_origin_request(request)
-    if not (token_ok and origin_ok):
-        audit(
-            EVENT_CSRF_REJECTED,
-            FAILURE,
-            request,
-            status=403,
-            reason="bad CSRF token" if origin_ok else "cross-origin request",
-        )
+    if refuse_forged_form(request, token_ok):
         return await _sessions_page(services, request, session, status=403, error=STALE_FORM_ERROR)
 
     if action not in (END_ONE, END_OTHERS):
@@ -531,57 +557,24 @@ async def end_sessions(request: Request, services: ServicesDep, session: Session
         target = TARGET_THIS if chosen.id == session.id else TARGET_ANOTHER
         open_handle = handle
 
-    try:
-        attempt = await services.throttle.begin(username, client_address(request.scope))
-    except ThrottleUnavailable:
-        return await _end_unavailable(
-            services, request, session, "login throttle backend unreachable"
-        )
-    if not attempt.allowed:
-        audit_refused_attempt(request, attempt, username, EVENT_SESSION_END)
+    verdict = await reauthenticate(services, request, username, password, EVENT_SESSION_END)
+    if isinstance(verdict, Refused):
+        if verdict.unavailable:
+            return await _end_unavailable(
+                services, request, session, verdict.reason, verdict.retry_after
+            )
         return await _sessions_page(
             services,
             request,
             session,
-            status=429,
-            error=throttle_refusal_message(attempt),
+            status=verdict.status,
+            error=verdict.error,
             open_handle=open_handle,
-            headers={"Retry-After": str(attempt.retry_after_seconds)},
-        )
-    try:
-        user = await services.passwords.authenticate(username, password)
-    except UserStoreUnavailable as error:
-        await abandon_attempt(services, attempt)
-        return await _end_unavailable(
-            services,
-            request,
-            session,
-            f"user store unreachable or busy: {type(error).__name__}",
-            retry_after_of(error),
-        )
-    if user is None:
-        failure = await count_failure(services, attempt)
-        audit_failure_counts(
-            request,
-            services,
-            attempt,
-            failure,
-            username,
-            EVENT_SESSION_END,
-            "wrong current password",
-        )
-        return await _sessions_page(
-            services,
-            request,
-            session,
-            status=403,
-            error=WRONG_CURRENT_PASSWORD,
-            open_handle=open_handle,
+            headers=verdict.headers,
         )
 
     ended: list[Session] = []
     try:
-        await services.throttle.succeeded(attempt)
         # Listed again now that the password is confirmed: "all others" means the others
         # of this moment, a session opened while the password was checked included.
         live = await services.sessions.list_user_sessions(username)
@@ -595,12 +588,10 @@ async def end_sessions(request: Request, services: ServicesDep, session: Session
             # every instance's near cache.
             if await services.sessions.delete(item.id):
                 ended.append(item)
-    except SessionStoreUnavailable as exc:
-        # ThrottleUnavailable is a SessionStoreUnavailable: the two share one backend.
+    except SessionStoreUnavailable:
         _audit_ended(request, ended)
-        what = "login throttle" if isinstance(exc, ThrottleUnavailable) else "session store"
         return await _end_unavailable(
-            services, request, session, f"{what} unreachable", sessions_ended=len(ended)
+            services, request, session, "session store unreachable", sessions_ended=len(ended)
         )
 
     audit(EVENT_SESSION_END, SUCCESS, request, target=target, sessions_ended=len(ended))

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
 
+from prodio.audit import EVENT_CSRF_REJECTED, FAILURE, audit
+
 _NONCE_BYTES = 16
 _COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{43}")
 _MAX_TOKEN_LENGTH = 200
@@ -112,3 +114,23 @@ def is_same_origin_request(connection: HTTPConnection) -> bool:
         normalized = f"{parsed.scheme}://{parsed.hostname or ''}{port}".lower()
         return normalized == own_origin(connection)
     return fetch_site == "same-origin"
+
+
+def refuse_forged_form(connection: HTTPConnection, token_ok: bool, user: str | None = None) -> bool:
+    """Whether a POST of one of prodio's forms is to be refused (403): its CSRF token did not
+    check out (``token_ok`` is the caller's check, against the binding the form was issued
+    for) or it did not come from one of our pages. A refusal is audited, under ``user`` when
+    given (a login form names the account it was for), else the request's own user.
+    """
+    origin_ok = is_same_origin_request(connection)
+    if token_ok and origin_ok:
+        return False
+    audit(
+        EVENT_CSRF_REJECTED,
+        FAILURE,
+        connection,
+        user=user,
+        status=403,
+        reason="bad CSRF token" if origin_ok else "cross-origin request",
+    )
+    return True

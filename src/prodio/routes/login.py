@@ -24,7 +24,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from prodio.audit import (
-    EVENT_CSRF_REJECTED,
     EVENT_LOGIN,
     EVENT_LOGIN_LOCKOUT,
     EVENT_LOGOUT,
@@ -42,7 +41,7 @@ from prodio.middleware.auth import (
     SESSION_EPOCH,
     SESSION_MUST_CHANGE_PASSWORD,
 )
-from prodio.routes.csrf import CsrfTokens, is_same_origin_request
+from prodio.routes.csrf import CsrfTokens, refuse_forged_form
 from prodio.routes.deps import OptionalSessionDep, ServicesDep, SessionDep
 from prodio.services import Services
 from prodio.session.base import JSONValue, SessionStoreUnavailable
@@ -362,16 +361,7 @@ async def login(request: Request, services: ServicesDep, session: OptionalSessio
     token_ok = CsrfTokens.is_cookie_value(nonce) and services.csrf.check(
         token, CsrfTokens.anonymous_binding(nonce or "")
     )
-    origin_ok = is_same_origin_request(request)
-    if not (token_ok and origin_ok):
-        audit(
-            EVENT_CSRF_REJECTED,
-            FAILURE,
-            request,
-            user=attempted_user(username),
-            status=403,
-            reason="bad CSRF token" if origin_ok else "cross-origin request",
-        )
+    if refuse_forged_form(request, token_ok, attempted_user(username)):
         return _login_page(
             services,
             request,
@@ -510,17 +500,8 @@ async def logout(request: Request, services: ServicesDep, session: SessionDep) -
         token = text_field(form, "csrf_token")
     except BadForm:
         token = ""
-    binding = CsrfTokens.session_binding(session.id)
-    token_ok = services.csrf.check(token, binding)
-    origin_ok = is_same_origin_request(request)
-    if not (token_ok and origin_ok):
-        audit(
-            EVENT_CSRF_REJECTED,
-            FAILURE,
-            request,
-            status=403,
-            reason="bad CSRF token" if origin_ok else "cross-origin request",
-        )
+    token_ok = services.csrf.check(token, CsrfTokens.session_binding(session.id))
+    if refuse_forged_form(request, token_ok):
         return render_page(
             services,
             request,
