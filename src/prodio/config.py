@@ -132,6 +132,9 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # How long request lines (one per request) may wait in memory before they are written;
+    # everything else is written at once. 0 writes each line as it comes.
+    log_flush_interval: Annotated[float, Field(ge=0, le=5)] = 0.2
 
     # Uploads: the largest file Gradio accepts (413 beyond), and how long it keeps an uploaded
     # or generated file before deleting it (all of them when the instance shuts down). An

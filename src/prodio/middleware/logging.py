@@ -16,10 +16,10 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prodio.logs import escape_control
+from prodio.logs import REQUEST_LOGGER, escape_control
 from prodio.middleware.http import send_error
 
-logger = logging.getLogger("prodio.request")
+logger = logging.getLogger(REQUEST_LOGGER)
 
 STATE_REQUEST_ID = "request_id"
 _INCOMING_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")

@@ -1,0 +1,128 @@
+"""Where log lines go: request lines batched, everything else at once, in order."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prodio.config import SettingsError, load_settings
+from prodio.logs import (
+    REQUEST_LOGGER,
+    DeferredFlushHandler,
+    TextFormatter,
+    configure_logging,
+)
+from tests.apptest import make_settings
+
+
+def _record(name: str, level: int, message: str, **fields: object) -> logging.LogRecord:
+    record = logging.LogRecord(name, level, __file__, 0, message, (), None)
+    record.__dict__.update(fields)
+    return record
+
+
+def _file_stream(path: Path) -> io.TextIOWrapper:
+    return io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(path, "w"), buffer_size=64 * 1024), encoding="utf-8"
+    )
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[tuple[Path, DeferredFlushHandler]]:
+    path = tmp_path / "log"
+    handler = DeferredFlushHandler(_file_stream(path), flush_interval=0.2)
+    handler.setFormatter(TextFormatter())
+    yield path, handler
+    handler.close()
+    handler.stream.close()
+
+
+def test_request_lines_wait_and_other_records_take_them_along(
+    log_file: tuple[Path, DeferredFlushHandler],
+) -> None:
+    path, handler = log_file
+    handler.handle(_record(REQUEST_LOGGER, logging.INFO, "request", path="/a"))
+    handler.handle(_record(REQUEST_LOGGER, logging.INFO, "request", path="/b"))
+    # Still in the buffer: no system call per request line.
+    assert path.read_text() == ""
+    handler.handle(_record("prodio.audit", logging.INFO, "login", outcome="success"))
+    lines = path.read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "request path=/a",
+        "request path=/b",
+        "login outcome=success",
+    ]
+
+
+def test_a_waiting_request_line_is_written_within_the_interval(
+    log_file: tuple[Path, DeferredFlushHandler],
+) -> None:
+    path, handler = log_file
+    handler.handle(_record(REQUEST_LOGGER, logging.INFO, "request", path="/quiet"))
+    deadline = time.monotonic() + 5
+    while "path=/quiet" not in path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "path=/quiet" in path.read_text()
+
+
+def test_a_request_line_at_warning_or_above_is_written_at_once(
+    log_file: tuple[Path, DeferredFlushHandler],
+) -> None:
+    path, handler = log_file
+    handler.handle(_record(REQUEST_LOGGER, logging.ERROR, "unhandled error", path="/boom"))
+    assert "path=/boom" in path.read_text()
+
+
+def test_closing_writes_what_waits(log_file: tuple[Path, DeferredFlushHandler]) -> None:
+    path, handler = log_file
+    handler.handle(_record(REQUEST_LOGGER, logging.INFO, "request", path="/last"))
+    handler.close()
+    assert "path=/last" in path.read_text()
+
+
+def test_text_lines_escape_control_characters_in_message_and_fields() -> None:
+    line = TextFormatter().format(
+        _record("prodio.request", logging.INFO, "bad\x1b[31m", path="/a\nforged=1", user="\x00")
+    )
+    assert not any(character in line for character in "\n\x1b\x00")
+    assert line.endswith(r"bad\x1b[31m path=/a\x0aforged=1 user=\x00")
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+
+
+@pytest.mark.usefixtures("root_logging")
+@pytest.mark.parametrize(("interval", "deferred"), [(0.2, True), (0, False)])
+def test_the_flush_interval_setting_chooses_the_handler(
+    tmp_path: Path, interval: float, deferred: bool
+) -> None:
+    configure_logging(make_settings(tmp_path, log_flush_interval=interval))
+    [handler] = logging.getLogger().handlers
+    assert isinstance(handler, DeferredFlushHandler) is deferred
+    configure_logging(make_settings(tmp_path))
+    assert len(logging.getLogger().handlers) == 1
+
+
+@pytest.mark.parametrize("value", ["-1", "6", "soon"])
+def test_a_bad_flush_interval_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("PRODIO_LOG_FLUSH_INTERVAL", value)
+    with pytest.raises(SettingsError) as error:
+        load_settings(data_dir=tmp_path)
+    assert str(error.value).startswith("invalid configuration: PRODIO_LOG_FLUSH_INTERVAL: ")
