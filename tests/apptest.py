@@ -127,7 +127,8 @@ async def running_app(
             InMemorySessionStore(timeouts, clock=clock) if clock else InMemorySessionStore(timeouts)
         )
     users = SqlUserStore(settings.effective_database_url)
-    hasher = PasswordHasher(**FAST_HASHER_ARGS)
+    # Cheap, but with the policy build_services gives the real one.
+    hasher = PasswordHasher(**FAST_HASHER_ARGS, context_words=settings.context_words())
     services = build_services(settings, sessions=sessions, users=users, hasher=hasher)
     app = create_app(settings, services=services)
     async with (

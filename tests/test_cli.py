@@ -26,6 +26,7 @@ from prodio.config import Settings, load_settings
 from prodio.session import RedisSessionStore, SessionTimeouts
 from prodio.users import PasswordAuthenticator, PasswordHasher, SqlUserStore, UserExists
 from prodio.users.sql import MIGRATIONS
+from tests.apptest import FETCH, running_app
 from tests.conftest import require_binary
 from tests.users.backdate import backdate_password
 from tests.users.range_api import RangeApi, serving, sha1_upper
@@ -717,7 +718,9 @@ def _live_sessions(url: str, session_ids: list[str]) -> list[bool]:
     return anyio.run(load)
 
 
-@pytest.mark.parametrize("argv", [["disable"], ["set-password", "--password-stdin"], ["remove"]])
+@pytest.mark.parametrize(
+    "argv", [["disable"], ["set-password", "--password-stdin"], ["remove"], ["end-sessions"]]
+)
 def test_account_changes_end_the_users_sessions_in_redis(
     users: SqlUserStore,
     redis_url: str,
@@ -736,6 +739,37 @@ def test_account_changes_end_the_users_sessions_in_redis(
     assert err == ""
     assert out.splitlines()[-1] == "ended 2 open session(s) of alice"
     assert _live_sessions(redis_url, sessions) == [False, False, True]
+
+
+@pytest.mark.anyio
+async def test_end_sessions_reaches_sessions_in_a_servers_memory(
+    users: SqlUserStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the memory backend the command cannot reach the sessions, but the account's new
+    epoch ends them at their next request all the same."""
+    async with running_app(tmp_path / "data", account_recheck_interval=0) as env:
+        env.add_user("alice", "correct horse battery staple")
+        env.add_user("bob", "correct horse battery staple")
+        async with env.new_client() as alice, env.new_client() as bob:
+            for name, client in (("alice", alice), ("bob", bob)):
+                answer = await env.login(name, "correct horse battery staple", client=client)
+                assert answer.status_code == 303
+            assert (await alice.get("/api/session", headers=FETCH)).status_code == 200
+            code, out, err = run(capsys, "users", "end-sessions", "alice")
+            assert code == 0, err
+            assert out.startswith("signed alice out everywhere")
+            assert "PRODIO_SESSION_BACKEND=memory" in err
+            assert (await alice.get("/api/session", headers=FETCH)).status_code == 401
+            assert (await bob.get("/api/session", headers=FETCH)).status_code == 200
+
+
+def test_end_sessions_of_nobody_is_a_clear_error(
+    users: SqlUserStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "users", "end-sessions", "nobody")
+    assert code == 1
+    assert out == ""
+    assert_one_error_line(err, "no user named nobody")
 
 
 def test_enable_leaves_sessions_alone(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from prodio.config import SettingsError, load_settings
 from prodio.logs import (
     REQUEST_LOGGER,
     DeferredFlushHandler,
+    JsonFormatter,
     TextFormatter,
     configure_logging,
 )
@@ -126,3 +128,25 @@ def test_a_bad_flush_interval_is_one_clear_line(
     with pytest.raises(SettingsError) as error:
         load_settings(data_dir=tmp_path)
     assert str(error.value).startswith("invalid configuration: PRODIO_LOG_FLUSH_INTERVAL: ")
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()])
+def test_every_line_carries_its_time_in_utc(
+    formatter: logging.Formatter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines from hosts in different zones line up (ASVS 16.2.2): the time is UTC, marked
+    so, whatever the host's zone."""
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    try:
+        record = _record("prodio.audit", logging.INFO, "login")
+        record.created = 1_795_000_000.25  # 2026-11-18 11:06:40.250 UTC, 03:06 in Los Angeles
+        record.msecs = 250.0
+        line = formatter.format(record)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    if isinstance(formatter, TextFormatter):
+        assert line.startswith("2026-11-18T11:06:40.250Z ")
+    else:
+        assert json.loads(line)["time"] == "2026-11-18T11:06:40.250+00:00"

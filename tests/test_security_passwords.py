@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from prodio import cli
+from prodio.config import load_settings
+from prodio.services import build_services
 from prodio.users import PasswordPolicyError, SqlUserStore, check_password_policy
 from prodio.users.breach import PwnedPasswordsCheck
 from prodio.users.passwords import MIN_PASSWORD_LENGTH, common_passwords
@@ -72,6 +74,52 @@ def test_the_user_name_is_refused_as_password(username: str, password: str) -> N
         check_password_policy(password, username=username)
     with pytest.raises(PasswordPolicyError, match="must not be the user name"):
         cheap_hasher().hash(password, username=username)
+
+
+@pytest.mark.parametrize(
+    ("username", "context_words", "password"),
+    [
+        ("alice.smith", (), "Alice.Smith2024!"),
+        ("margaretha", (), "  margaretha 1990 "),
+        ("bob", ("prodio", "Acme Tools"), "PRODIO!!2025"),
+        ("bob", ("prodio", "Acme Tools"), "acme-tools-2025"),
+        ("bob", ("prodio", "Acme Tools", "St. Elsewhere Hospital"), "stelsewherehospital#1"),
+        # NFKC: full-width letters are the same letters.
+        ("bob", ("prodio",), "\uff50\uff52\uff4f\uff44\uff49\uff4f12345"),
+    ],
+)
+def test_a_context_word_with_digits_or_symbols_added_is_refused(
+    username: str, context_words: tuple[str, ...], password: str
+) -> None:
+    check_password_policy(password)  # fine on its own
+    with pytest.raises(PasswordPolicyError, match="name of this application"):
+        check_password_policy(password, username=username, context_words=context_words)
+    hasher = cheap_hasher()
+    hasher.context_words = context_words
+    with pytest.raises(PasswordPolicyError, match="name of this application"):
+        hasher.hash(password, username=username)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "prodio keeps my notes safe",  # the word among others: a passphrase
+        "12345678-90!",  # no letters at all: no word to match (length and list still apply)
+        "prodigious otter",
+    ],
+)
+def test_a_password_that_only_contains_a_context_word_is_allowed(password: str) -> None:
+    check_password_policy(password, username="alice", context_words=("prodio", "Acme Tools"))
+
+
+def test_the_context_words_come_from_the_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        data_dir=tmp_path, app_name="Acme Tools", password_context_words="hospital, Springfield"
+    )
+    assert settings.context_words() == ["prodio", "Acme Tools", "hospital", "Springfield"]
+    hasher = build_services(settings).passwords._hasher
+    with pytest.raises(PasswordPolicyError, match="name of this application"):
+        hasher.hash("Springfield-2025")
 
 
 def test_the_list_is_the_bundled_one_loaded_once() -> None:
@@ -175,6 +223,32 @@ def test_cli_add_accepts_an_uncommon_password(
     stdin(GOOD + "\n")
     assert run(capsys, "users", "add", "alice", "--password-stdin")[0] == 0
     assert users.get("alice") is not None
+
+
+def test_cli_refuses_the_application_name_as_password(
+    users: SqlUserStore,
+    stdin: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRODIO_APP_NAME", "Acme Tools")
+    stdin("Acme_Tools_2025\n")
+    code, _, err = run(capsys, "users", "add", "alice", "--password-stdin")
+    assert code == 1
+    assert "name of this application" in err
+    assert users.get("alice") is None
+
+
+@pytest.mark.anyio
+async def test_the_password_page_refuses_the_application_name(tmp_path: Path) -> None:
+    async with running_app(tmp_path, app_name="Acme Tools") as env:
+        env.add_user("alice", GOOD)
+        assert (await env.login("alice", GOOD)).status_code == 303
+        before = password_of(env, "alice")
+        response = await change_to(env.client, "ACME tools 2025!")
+        assert response.status_code == 400
+        assert "name of this application" in response.text
+        assert password_of(env, "alice") == before
 
 
 @pytest.mark.parametrize("command", ["add", "set-password"])

@@ -356,9 +356,10 @@ def _read_new_password(username: str, from_stdin: bool) -> str:
 
 
 def _check_new_password(settings: Settings, password: str, username: str) -> None:
-    """The password policy, then, when ``PRODIO_PASSWORD_BREACH_API`` names one, the breach
+    """The password policy (with the configured context words), then, when
+    ``PRODIO_PASSWORD_BREACH_API`` names one, the breach
     check (only the first 5 characters of the password's SHA-1 are sent)."""
-    check_password_policy(password, username=username)
+    check_password_policy(password, username=username, context_words=settings.context_words())
     if settings.password_breach_api is None:
         return
     # Imported only when asked for: the HTTP client is of no use to the other commands.
@@ -495,6 +496,18 @@ def _set_disabled(args: argparse.Namespace, disabled: bool) -> int:
     return EXIT_OK
 
 
+def _users_end_sessions(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    name = normalize_username(args.name)
+    with _user_store(settings) as store:
+        # The epoch reaches sessions wherever they live (a server's memory included); the
+        # store's own deletion below makes it immediate where this command can reach them.
+        store.renew_session_epoch(name)
+    print(f"signed {name} out everywhere: every session opened before now has ended")
+    _revoke_sessions(settings, name)
+    return EXIT_OK
+
+
 def _users_disable(args: argparse.Namespace) -> int:
     return _set_disabled(args, True)
 
@@ -604,6 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
     set_password.add_argument("--temporary", action="store_true", help=temporary_help)
     with_name("disable", "stop a user from logging in and end their sessions", _users_disable)
     with_name("enable", "let a disabled user log in again", _users_enable)
+    with_name(
+        "end-sessions",
+        "end all of a user's sessions (sign them out everywhere); the account stays as it is",
+        _users_end_sessions,
+    )
     return parser
 
 

@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     mount_path: str = "/"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Words refused as passwords with digits or symbols added (ASVS 6.1.2), besides the
+    # user's own name, the application's name and "prodio": the organisation, the product,
+    # the city (comma-separated or a JSON list).
+    password_context_words: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     # How long request lines (one per request) may wait in memory before they are written;
@@ -160,7 +165,9 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("trusted_proxies", "previous_secret_keys", mode="before")
+    @field_validator(
+        "trusted_proxies", "previous_secret_keys", "password_context_words", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         # From the environment: a JSON list, or the more usual comma-separated values.
@@ -337,6 +344,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'users.db').resolve()}"
+
+    def context_words(self) -> list[str]:
+        """Every word refused as a password with digits or symbols added, the user's name
+        apart (see :func:`prodio.users.passwords.check_password_policy`)."""
+        return ["prodio", self.app_name, *self.password_context_words]
 
     def previous_secrets(self) -> list[bytes]:
         return [key.get_secret_value().encode() for key in self.previous_secret_keys]

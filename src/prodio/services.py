@@ -82,7 +82,11 @@ def build_services(
         cookies=CookiePolicy.from_settings(settings),
         passwords=PasswordAuthenticator(
             user_store,
-            hasher or PasswordHasher(breach_check=build_breach_check(settings)),
+            hasher
+            or PasswordHasher(
+                breach_check=build_breach_check(settings),
+                context_words=settings.context_words(),
+            ),
             temporary_password_lifetime=settings.temporary_password_lifetime,
         ),
         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)),

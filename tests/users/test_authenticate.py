@@ -198,6 +198,7 @@ class _StoreWithoutUpgrade:
         self.count = inner.count
         self.set_password_hash = inner.set_password_hash
         self.set_disabled = inner.set_disabled
+        self.renew_session_epoch = inner.renew_session_epoch
         self.remove = inner.remove
         self.ping = inner.ping
         self.close = inner.close

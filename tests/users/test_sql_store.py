@@ -332,6 +332,17 @@ def test_set_password_hash_gives_a_new_epoch_unless_told_not_to(store: SqlUserSt
     assert renewed == store.get("alice")
 
 
+def test_renewing_the_epoch_changes_only_the_epoch(store: SqlUserStore) -> None:
+    added = store.add("alice", "hash-1")
+    store.renew_session_epoch("Alice")
+    renewed = store.get("alice")
+    assert renewed is not None
+    assert renewed.session_epoch not in ("", added.session_epoch)
+    assert (renewed.password_hash, renewed.disabled) == ("hash-1", False)
+    with pytest.raises(UserNotFound, match="no user named bob"):
+        store.renew_session_epoch("bob")
+
+
 def test_a_change_based_on_a_stale_hash_changes_nothing(store: SqlUserStore) -> None:
     store.add("alice", "hash-1")
     # An administrator's reset lands between checking the old password and storing the new.

@@ -124,6 +124,12 @@ class UserStore(Protocol):
         """Disable or enable the account; raise :class:`UserNotFound`."""
         ...
 
+    def renew_session_epoch(self, username: str) -> None:
+        """Give the account a new session epoch, which ends every session made before
+        (at its next request, on every instance, whatever the session backend); raise
+        :class:`UserNotFound`."""
+        ...
+
     def remove(self, username: str) -> None:
         """Delete the account; raise :class:`UserNotFound`."""
         ...

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -120,13 +120,25 @@ def _comparable(text: str) -> str:
     return normalize_password(text).strip().lower()
 
 
-def check_password_policy(password: str, *, username: str | None = None) -> None:
+def _letters(text: str) -> str:
+    """The letters of ``text``, case-folded: what is left of "Prodio2024!" is "prodio"."""
+    return "".join(
+        character for character in normalize_password(text).casefold() if character.isalpha()
+    )
+
+
+def check_password_policy(
+    password: str, *, username: str | None = None, context_words: Iterable[str] = ()
+) -> None:
     """Raise :class:`PasswordPolicyError` unless the password may be set.
 
     Only the length counts (NIST SP 800-63B): no composition rules, and no truncation,
     since argon2 hashes the whole input. On top of that, a password on the bundled list of
-    common passwords is refused, and so is the user's own name when ``username`` is given
-    (both compared without regard to case or surrounding spaces).
+    common passwords is refused (compared without regard to case or surrounding spaces),
+    and so is one that is the user's own name or one of ``context_words`` (the
+    application's name and the like, see ``Settings.password_context_words``) with only
+    digits, symbols, spaces or a different case added: "Alice2024!" for alice, "prodio!!"
+    anywhere. A password that merely contains such a word among others is allowed.
     """
     length = len(normalize_password(password))
     if not MIN_PASSWORD_LENGTH <= length <= MAX_PASSWORD_LENGTH:
@@ -140,6 +152,15 @@ def check_password_policy(password: str, *, username: str | None = None) -> None
         raise PasswordPolicyError(
             "a password must not be the user name; a passphrase of several words is a good choice"
         )
+    letters = _letters(password)
+    if letters:
+        for word in (username, *context_words):
+            if word and letters == _letters(word):
+                raise PasswordPolicyError(
+                    "a password must not be the user name or the name of this application "
+                    "with digits or symbols added, which attackers try early; a passphrase "
+                    "of several unrelated words is a good choice"
+                )
     if candidate in common_passwords():
         raise PasswordPolicyError(
             "this password is on a list of the most common passwords, which attackers try "
@@ -158,21 +179,29 @@ def _report(lookup: BreachLookup) -> None:
 
 
 def check_new_password(
-    password: str, *, username: str | None = None, breach_check: BreachCheck | None = None
+    password: str,
+    *,
+    username: str | None = None,
+    context_words: Iterable[str] = (),
+    breach_check: BreachCheck | None = None,
 ) -> None:
     """Everything a new password must pass: :func:`check_password_policy`, then, if there
     is one, the breach check (blocking: a network request; a lookup that could not be
     done and was allowed is logged as a warning)."""
-    check_password_policy(password, username=username)
+    check_password_policy(password, username=username, context_words=context_words)
     if breach_check is not None:
         _report(breach_check.check(password))
 
 
 async def acheck_new_password(
-    password: str, *, username: str | None = None, breach_check: BreachCheck | None = None
+    password: str,
+    *,
+    username: str | None = None,
+    context_words: Iterable[str] = (),
+    breach_check: BreachCheck | None = None,
 ) -> None:
     """:func:`check_new_password` for async code: the breach lookup does not block."""
-    check_password_policy(password, username=username)
+    check_password_policy(password, username=username, context_words=context_words)
     if breach_check is not None:
         _report(await breach_check.acheck(password))
 
@@ -527,9 +556,11 @@ class PasswordHasher:
     front of it (see :class:`HashingLimiter`). Every argon2 computation, from async or
     blocking callers alike, runs on a hashing thread ``niceness`` nicer than the process.
 
-    ``breach_check`` (off by default; :func:`prodio.users.breach.build_breach_check` makes
-    it from the settings) is asked about every password :meth:`hash` and :meth:`ahash`
-    accept, after the local policy: see :func:`check_new_password`.
+    ``context_words`` are refused as passwords with digits or symbols added (see
+    :func:`check_password_policy`). ``breach_check`` (off by default;
+    :func:`prodio.users.breach.build_breach_check` makes it from the settings) is asked
+    about every password :meth:`hash` and :meth:`ahash` accept, after the local policy:
+    see :func:`check_new_password`.
     """
 
     def __init__(
@@ -543,6 +574,7 @@ class PasswordHasher:
         max_wait_seconds: float = DEFAULT_MAX_HASHING_WAIT_SECONDS,
         max_waiting: int | None = None,
         breach_check: BreachCheck | None = None,
+        context_words: Iterable[str] = (),
     ) -> None:
         if not 0 <= niceness <= MAX_NICE:
             # Negative would mean a higher priority than the event loop: the opposite of
@@ -556,6 +588,7 @@ class PasswordHasher:
         )
         self.niceness = niceness
         self.breach_check = breach_check
+        self.context_words = tuple(context_words)
         self.limiter = HashingLimiter(
             max_concurrency, max_wait_seconds=max_wait_seconds, max_waiting=max_waiting
         )
@@ -584,7 +617,12 @@ class PasswordHasher:
         :meth:`ahash`, or :meth:`acheck_new_password` and then :meth:`rehash`, so that the
         lookup does not hold a hashing slot.
         """
-        check_new_password(password, username=username, breach_check=self.breach_check)
+        check_new_password(
+            password,
+            username=username,
+            context_words=self.context_words,
+            breach_check=self.breach_check,
+        )
         return self.rehash(password)
 
     async def acheck_new_password(self, password: str, *, username: str | None = None) -> None:
@@ -592,7 +630,12 @@ class PasswordHasher:
         blocking the event loop (raises :class:`PasswordPolicyError`, or
         :class:`~prodio.users.base.UserStoreUnavailable` when the breach check must be
         done and cannot be)."""
-        await acheck_new_password(password, username=username, breach_check=self.breach_check)
+        await acheck_new_password(
+            password,
+            username=username,
+            context_words=self.context_words,
+            breach_check=self.breach_check,
+        )
 
     def rehash(self, password: str) -> str:
         """Hash a password that was already accepted, without applying the policy.

@@ -498,6 +498,9 @@ class SqlUserStore:
     def set_disabled(self, username: str, disabled: bool) -> None:
         self._update_one(username, disabled=disabled)
 
+    def renew_session_epoch(self, username: str) -> None:
+        self._update_one(username, session_epoch=new_session_epoch())
+
     def remove(self, username: str) -> None:
         name = normalize_username(username)
         statement = delete(users_table).where(users_table.c.username == name)
