@@ -67,16 +67,22 @@ def test_bad_settings_are_refused_with_a_clear_message(
     assert "short" not in str(error.value) or "secret" in message
 
 
+def refusal_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> str:
+    """The error for ``variable=value``, checked to be one line that names the variable."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings(data_dir=tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"invalid configuration: {variable}: ")
+    assert "\n" not in message
+    return message
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "2592001", "72h", "1.5", ""])
 def test_a_bad_temporary_password_lifetime_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
-    monkeypatch.setenv("PRODIO_TEMPORARY_PASSWORD_LIFETIME", value)
-    with pytest.raises(SettingsError) as error:
-        load_settings(data_dir=tmp_path)
-    message = str(error.value)
-    assert message.startswith("invalid configuration: PRODIO_TEMPORARY_PASSWORD_LIFETIME: ")
-    assert "\n" not in message
+    message = refusal_of(tmp_path, monkeypatch, "PRODIO_TEMPORARY_PASSWORD_LIFETIME", value)
     if value.lstrip("-").isdigit():
         assert "seconds from 1 to 2592000 (30 days)" in message
 
@@ -234,15 +240,18 @@ def test_prod_needs_https_for_the_breach_api(tmp_path: Path) -> None:
 def test_a_bad_jwt_audience_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
-    monkeypatch.setenv("PRODIO_JWT_AUDIENCE", value)
-    with pytest.raises(SettingsError) as error:
-        load_settings(data_dir=tmp_path)
-    message = str(error.value)
-    assert message.startswith("invalid configuration: PRODIO_JWT_AUDIENCE: ")
-    assert "\n" not in message
+    message = refusal_of(tmp_path, monkeypatch, "PRODIO_JWT_AUDIENCE", value)
+    assert "naming this deployment" in message
 
 
 def test_the_jwt_audience_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(data_dir=tmp_path).jwt_audience == "prodio"
     monkeypatch.setenv("PRODIO_JWT_AUDIENCE", "shop-staging")
     assert load_settings(data_dir=tmp_path).jwt_audience == "shop-staging"
+
+
+@pytest.mark.parametrize("value", ["-1", "6", "soon"])
+def test_a_bad_log_flush_interval_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    refusal_of(tmp_path, monkeypatch, "PRODIO_LOG_FLUSH_INTERVAL", value)

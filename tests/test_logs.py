@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from prodio.config import SettingsError, load_settings
 from prodio.logs import (
     REQUEST_LOGGER,
     DeferredFlushHandler,
@@ -118,16 +117,6 @@ def test_the_flush_interval_setting_chooses_the_handler(
     assert isinstance(handler, DeferredFlushHandler) is deferred
     configure_logging(make_settings(tmp_path))
     assert len(logging.getLogger().handlers) == 1
-
-
-@pytest.mark.parametrize("value", ["-1", "6", "soon"])
-def test_a_bad_flush_interval_is_one_clear_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
-) -> None:
-    monkeypatch.setenv("PRODIO_LOG_FLUSH_INTERVAL", value)
-    with pytest.raises(SettingsError) as error:
-        load_settings(data_dir=tmp_path)
-    assert str(error.value).startswith("invalid configuration: PRODIO_LOG_FLUSH_INTERVAL: ")
 
 
 @pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()])

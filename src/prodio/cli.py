@@ -461,14 +461,29 @@ def _users_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _users_remove(args: argparse.Namespace) -> int:
+def _change_account(
+    args: argparse.Namespace,
+    change: Callable[[UserStore, str], object],
+    done: str,
+    *,
+    end_sessions: bool,
+) -> int:
+    """Apply ``change`` to the account named on the command line, say ``done`` (with
+    ``{name}``), and end the account's sessions if asked."""
     settings = load_settings()
     name = normalize_username(args.name)
     with _user_store(settings) as store:
-        store.remove(name)
-    print(f"removed user {name}")
-    _revoke_sessions(settings, name)
+        change(store, name)
+    print(done.format(name=name))
+    if end_sessions:
+        _revoke_sessions(settings, name)
     return EXIT_OK
+
+
+def _users_remove(args: argparse.Namespace) -> int:
+    return _change_account(
+        args, lambda store, name: store.remove(name), "removed user {name}", end_sessions=True
+    )
 
 
 def _users_set_password(args: argparse.Namespace) -> int:
@@ -486,26 +501,23 @@ def _users_set_password(args: argparse.Namespace) -> int:
 
 
 def _set_disabled(args: argparse.Namespace, disabled: bool) -> int:
-    settings = load_settings()
-    name = normalize_username(args.name)
-    with _user_store(settings) as store:
-        store.set_disabled(name, disabled)
-    print(f"{'disabled' if disabled else 'enabled'} user {name}")
-    if disabled:
-        _revoke_sessions(settings, name)
-    return EXIT_OK
+    return _change_account(
+        args,
+        lambda store, name: store.set_disabled(name, disabled),
+        f"{'disabled' if disabled else 'enabled'} user {{name}}",
+        end_sessions=disabled,
+    )
 
 
 def _users_end_sessions(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    name = normalize_username(args.name)
-    with _user_store(settings) as store:
-        # The epoch reaches sessions wherever they live (a server's memory included); the
-        # store's own deletion below makes it immediate where this command can reach them.
-        store.renew_session_epoch(name)
-    print(f"signed {name} out everywhere: every session opened before now has ended")
-    _revoke_sessions(settings, name)
-    return EXIT_OK
+    # The new epoch reaches sessions wherever they live (a server's memory included); the
+    # deletion that follows makes it immediate where this command can reach them.
+    return _change_account(
+        args,
+        lambda store, name: store.renew_session_epoch(name),
+        "signed {name} out everywhere: every session opened before now has ended",
+        end_sessions=True,
+    )
 
 
 def _users_disable(args: argparse.Namespace) -> int:
