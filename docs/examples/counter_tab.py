@@ -27,6 +27,6 @@ class CounterTab(Tab):
 
     @user_facing_errors
     async def click(self, request: gr.Request) -> int:
-        clicks = int(await self.values.get(request, "clicks", default=0)) + 1
-        await self.values.set(request, "clicks", clicks)
-        return clicks
+        # One compare-and-set: two tabs clicking at once both count.
+        clicks = await self.values.modify(request, "clicks", lambda n: int(n or 0) + 1)
+        return int(clicks)

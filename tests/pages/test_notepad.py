@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import cast
+
+import anyio
 import gradio as gr
 import pytest
 
 from prodio.pages.notepad import MAX_NOTE_CHARS, NotepadTab
-from prodio.session.base import Session
-from prodio.session.memory import InMemorySessionStore
+from prodio.session.base import Session, SessionStore, SessionTimeouts
+from prodio.session.redis import RedisSessionStore
 from prodio.ui.state import SESSION_GONE_MESSAGE, UserState
-from tests.ui.helpers import gradio_request, new_store
+from tests.redis_server import RedisServer
+from tests.ui.helpers import CountingStore, gradio_request, new_store
 
 pytestmark = pytest.mark.anyio
 
 
-def built_tab(store: InMemorySessionStore) -> NotepadTab:
+def built_tab(store: SessionStore) -> NotepadTab:
     tab = NotepadTab()
     with gr.Blocks():
         tab.build(UserState(store))
     return tab
 
 
-async def save(tab: NotepadTab, store: InMemorySessionStore, session: Session, text: str) -> str:
+async def save(tab: NotepadTab, store: SessionStore, session: Session, text: str) -> str:
     return await tab.save(text, await gradio_request(store, session))
 
 
@@ -105,3 +110,53 @@ async def test_unexpected_stored_shape_reads_as_empty() -> None:
     tab = built_tab(store)
     session = await store.create("alice", {"ui.notepad.note": "not a dict"})
     assert await tab.load(await gradio_request(store, session)) == ("", "Not saved yet.")
+
+
+@pytest.fixture(params=["memory", "redis-cached"])
+async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    if request.param == "memory":
+        yield new_store()
+        return
+    server: RedisServer = request.getfixturevalue("clean_redis")
+    store = RedisSessionStore.from_url(
+        server.url, SessionTimeouts(idle=600, absolute=3600), local_cache_seconds=5.0
+    )
+    assert await store.wait_for_cache(), "the session cache did not come on"
+    yield store
+    await store.aclose()
+
+
+async def test_a_save_is_one_store_call(any_store: SessionStore) -> None:
+    session = await any_store.create("alice")
+    counting = CountingStore(any_store)
+    tab = built_tab(cast(SessionStore, counting))
+    for number in range(1, 4):
+        request = await gradio_request(any_store, session)
+        counting.calls.clear()
+        status = await tab.save(f"version {number}", request)
+        assert status.startswith(f"Saved {number} time")
+        assert dict(counting.calls) == {"update": 1}
+
+
+async def test_two_tabs_saving_at_once_both_count(any_store: SessionStore) -> None:
+    tab = built_tab(any_store)
+    session = await any_store.create("alice")
+    await save(tab, any_store, session, "first")
+    # Both tabs' save events were checked in (their snapshots taken) before either saved.
+    one, other = await gradio_request(any_store, session), await gradio_request(any_store, session)
+    statuses: dict[str, str] = {}
+
+    async def save_from(name: str, request: gr.Request) -> None:
+        statuses[name] = await tab.save(f"from {name}", request)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(save_from, "one", one)
+        tasks.start_soon(save_from, "other", other)
+
+    assert sorted(status.split(" · ")[0] for status in statuses.values()) == [
+        "Saved 2 times",
+        "Saved 3 times",
+    ]
+    text, status = await tab.load(await gradio_request(any_store, session))
+    assert status.startswith("Saved 3 times")
+    assert text in ("from one", "from other")

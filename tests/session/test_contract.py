@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from prodio.session import Session, SessionStore
+from prodio.session import Session, SessionChanged, SessionStore
 from tests.session.conftest import CONTRACT_TIMEOUTS, PAST_IDLE, StoreHarness
 
 pytestmark = pytest.mark.anyio
@@ -244,6 +244,124 @@ async def test_update_of_an_expired_session_is_false_and_does_not_resurrect_it(
 
     assert await store.load(session.id) is None
     assert await store_harness.count_sessions() == 0
+
+
+# --- versions and compare-and-set -------------------------------------------------------
+
+
+async def test_the_version_counts_data_changes_and_nothing_else(store: SessionStore) -> None:
+    session = await store.create("alice", {"n": 0})
+    assert session.version == 1
+    assert (await _live(store, session.id)).version == 1
+    touched = await store.load(session.id)
+    assert touched is not None
+    assert touched.version == 1
+
+    assert await store.update(session.id, {"n": 1})
+    assert (await _live(store, session.id)).version == 2
+    assert await store.update(session.id, remove=["n"])
+    assert (await _live(store, session.id)).version == 3
+    assert await store.update(session.id, {"a": 1, "b": 2}, remove=["c"])
+    # One update, however many keys: one version.
+    assert (await _live(store, session.id)).version == 4
+
+    # Touching, reading and listing leave it.
+    for _ in range(3):
+        again = await store.load(session.id)
+        assert again is not None
+        assert again.version == 4
+    [listed] = await store.list_user_sessions("alice")
+    assert listed.version == 4
+    assert (await _live(store, session.id)).version == 4
+
+
+async def test_compare_and_set_with_the_current_version_applies(store: SessionStore) -> None:
+    session = await store.create("alice", {"n": 0})
+    assert await store.update(session.id, {"n": 1}, expected_version=session.version)
+    after = await _live(store, session.id)
+    assert dict(after.data) == {"n": 1}
+    assert after.version == session.version + 1
+    assert await store.update(session.id, remove=["n"], expected_version=after.version)
+    assert dict((await _live(store, session.id)).data) == {}
+
+
+@pytest.mark.parametrize("offset", [-1, +1], ids=["stale", "ahead"])
+async def test_compare_and_set_with_another_version_raises_and_changes_nothing(
+    store: SessionStore, offset: int
+) -> None:
+    session = await store.create("alice", {"n": 0, "keep": "me"})
+    assert await store.update(session.id, {"n": 1})
+    current = await _live(store, session.id)
+
+    with pytest.raises(SessionChanged):
+        await store.update(
+            session.id, {"n": 99}, remove=["keep"], expected_version=current.version + offset
+        )
+
+    after = await _live(store, session.id)
+    assert dict(after.data) == {"n": 1, "keep": "me"}
+    assert after.version == current.version
+
+
+async def test_of_two_compare_and_sets_from_one_snapshot_only_one_applies(
+    store: SessionStore,
+) -> None:
+    session = await store.create("alice", {"n": 0})
+    outcomes: list[str] = []
+
+    async def increment() -> None:
+        try:
+            applied = await store.update(
+                session.id,
+                {"n": session.data["n"] + 1},
+                expected_version=session.version,
+            )
+        except SessionChanged:
+            outcomes.append("changed")
+        else:
+            outcomes.append(f"applied {applied}")
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(5):
+            tasks.start_soon(increment)
+
+    assert sorted(outcomes) == ["applied True"] + ["changed"] * 4
+    after = await _live(store, session.id)
+    assert dict(after.data) == {"n": 1}
+    assert after.version == session.version + 1
+
+
+async def test_compare_and_set_on_a_dead_session_is_false(store: SessionStore) -> None:
+    session = await store.create("alice")
+    assert await store.delete(session.id)
+    assert await store.update(session.id, {"k": 1}, expected_version=session.version) is False
+    # Whatever the version asked for: a dead session is no conflict, it is no session.
+    assert await store.update(session.id, {"k": 1}, expected_version=12345) is False
+    never = "does-not-exist-but-looks-fine-0123456789abcdefghijkl"
+    assert await store.update(never, {"k": 1}, expected_version=1) is False
+    assert await store.load(session.id) is None
+
+
+async def test_compare_and_set_on_an_expired_session_is_false(
+    store_harness: StoreHarness,
+) -> None:
+    store = store_harness.store
+    session = await store.create("alice")
+    await anyio.sleep(PAST_IDLE)
+    assert await store.update(session.id, {"k": 1}, expected_version=session.version) is False
+    assert await store.load(session.id) is None
+
+
+@pytest.mark.parametrize("version", [True, "1", 1.0, -1])
+async def test_compare_and_set_refuses_a_version_that_is_not_a_count(
+    store: SessionStore, version: Any
+) -> None:
+    session = await store.create("alice", {"n": 0})
+    with pytest.raises(TypeError, match="expected_version"):
+        await store.update(session.id, {"n": 1}, expected_version=version)
+    after = await _live(store, session.id)
+    assert dict(after.data) == {"n": 0}
+    assert after.version == 1
 
 
 # --- values -----------------------------------------------------------------------------

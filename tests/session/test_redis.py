@@ -17,7 +17,12 @@ import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection
 
-from prodio.session import RedisSessionStore, SessionStoreUnavailable, SessionTimeouts
+from prodio.session import (
+    RedisSessionStore,
+    SessionChanged,
+    SessionStoreUnavailable,
+    SessionTimeouts,
+)
 from prodio.session.redis import check_redis_url, redacted_url
 from tests.redis_server import RedisServer
 
@@ -221,6 +226,23 @@ async def test_a_malformed_record_is_no_session(
     assert session.id not in caplog.text
 
 
+async def test_a_record_without_a_version_counts_as_version_zero(
+    clean_redis: RedisServer, store: RedisSessionStore
+) -> None:
+    session = await store.create("alice", {"n": 0})
+    with clean_redis.client() as client:
+        client.hdel(f"prodio:s:{session.id}", "v")  # as written before versions existed
+    loaded = await store.load(session.id)
+    assert loaded is not None
+    assert loaded.version == 0
+    with pytest.raises(SessionChanged):
+        await store.update(session.id, {"n": 1}, expected_version=1)
+    assert await store.update(session.id, {"n": 1}, expected_version=0)
+    after = await store.load(session.id, touch=False)
+    assert after is not None
+    assert (after.version, dict(after.data)) == (1, {"n": 1})
+
+
 async def test_a_key_of_another_type_is_an_error_not_a_crash(
     clean_redis: RedisServer, store: RedisSessionStore
 ) -> None:
@@ -327,6 +349,17 @@ async def test_each_operation_is_one_round_trip(counting_store: RedisSessionStor
     assert await _round_trips(lambda: store.load(session.id)) == 1
     assert await _round_trips(lambda: store.load(session.id, touch=False)) == 1
     assert await _round_trips(lambda: store.update(session.id, {"a": 1}, remove=["b"])) == 1
+    version = (await store.load(session.id, touch=False)).version  # type: ignore[union-attr]
+    assert (
+        await _round_trips(lambda: store.update(session.id, {"a": 2}, expected_version=version))
+        == 1
+    )
+
+    async def conflicting_update() -> None:
+        with pytest.raises(SessionChanged):
+            await store.update(session.id, {"a": 3}, expected_version=version)
+
+    assert await _round_trips(conflicting_update) == 1
     assert await _round_trips(lambda: store.delete(session.id)) == 1
     for number in range(5):
         await store.create("bob", {"n": number})

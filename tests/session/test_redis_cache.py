@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import anyio
 import pytest
 
-from prodio.session import RedisSessionStore, Session, SessionTimeouts
+from prodio.session import RedisSessionStore, Session, SessionChanged, SessionTimeouts
 from prodio.session.redis_cache import DELETED, LocalSessionCache, parse_invalidation
 from tests.redis_server import RedisServer
 
@@ -238,6 +238,83 @@ async def test_another_instances_update_is_seen(
         return current is not None and current.data == {"note": "second"}
 
     await _eventually(reader_sees_it)
+
+
+async def test_an_own_update_moves_the_cached_version_with_the_data(
+    clean_redis: RedisServer, two_instances: tuple[RedisSessionStore, RedisSessionStore]
+) -> None:
+    store, _ = two_instances
+    warm = await store.create("warm")
+    assert await store.update(warm.id, {"k": 1})  # the script loaded once, before counting
+    session = await store.create("alice", {"n": 0})
+    cached = await store.load(session.id)
+    assert cached is not None
+    assert cached.version == 1
+    before = _evalsha_calls(clean_redis)
+    for number in range(1, 4):
+        assert await store.update(session.id, {"n": number}, expected_version=cached.version)
+        # Written through: the cache answers with the new data at the new version...
+        cached = await store.load(session.id)
+        assert cached is not None
+        assert (cached.version, dict(cached.data)) == (1 + number, {"n": number})
+    # ...with no round trip but the three updates.
+    assert _evalsha_calls(clean_redis) - before == 3
+    fresh = await store.load(session.id, touch=False)
+    assert fresh is not None
+    assert (fresh.version, dict(fresh.data)) == (4, {"n": 3})
+
+
+async def test_a_stale_cached_version_fails_compare_and_set_and_is_never_served_again(
+    clean_redis: RedisServer, two_instances: tuple[RedisSessionStore, RedisSessionStore]
+) -> None:
+    writer, reader = two_instances
+    session = await writer.create("alice", {"n": 0})
+    stale = await reader.load(session.id)  # cached on the reader, version 1
+    assert stale is not None
+    assert stale.version == 1
+    # A write through the other instance whose message the reader has not heard (written
+    # behind the channel's back, so that no message can arrive in time).
+    with clean_redis.client() as client:
+        client.hset(f"prodio:s:{session.id}", mapping={"d:n": "5", "v": "2"})
+    cached = await reader.load(session.id)
+    assert cached is not None
+    assert cached.version == 1, "the test needs the reader's cache to be behind"
+
+    with pytest.raises(SessionChanged):
+        await reader.update(session.id, {"n": 1}, expected_version=stale.version)
+
+    # Nothing changed in Redis, and the reader never answers with version 1 again: neither
+    # the per-request (touching, cached) load nor a fresh one.
+    touched = await reader.load(session.id)
+    assert touched is not None
+    assert (touched.version, dict(touched.data)) == (2, {"n": 5})
+    fresh = await reader.load(session.id, touch=False)
+    assert fresh is not None
+    assert (fresh.version, dict(fresh.data)) == (2, {"n": 5})
+    assert await reader.update(session.id, {"n": 6}, expected_version=fresh.version)
+
+
+async def test_a_compare_and_set_after_another_instances_write_raises(
+    two_instances: tuple[RedisSessionStore, RedisSessionStore],
+) -> None:
+    first, second = two_instances
+    session = await first.create("alice", {"n": 0})
+    on_second = await second.load(session.id)
+    assert on_second is not None
+    assert on_second.version == 1
+
+    assert await first.update(session.id, {"n": 1}, expected_version=1)
+
+    with pytest.raises(SessionChanged):
+        await second.update(session.id, {"n": 1}, expected_version=on_second.version)
+    fresh = await second.load(session.id, touch=False)
+    assert fresh is not None
+    assert (fresh.version, dict(fresh.data)) == (2, {"n": 1})
+    # Read again, the change applies on top of the other instance's.
+    assert await second.update(session.id, {"n": 2}, expected_version=fresh.version)
+    now = await first.load(session.id, touch=False)
+    assert now is not None
+    assert (now.version, dict(now.data)) == (3, {"n": 2})
 
 
 @pytest.mark.parametrize("how", ["logout", "logout everywhere"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections import Counter
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -105,3 +106,21 @@ class FakeAuthMiddleware:
             return
         scope.setdefault("state", {}).update(request_state_for(session))
         await self.app(scope, receive, send)
+
+
+class CountingStore:
+    """Forwards to a real store and counts the calls per method."""
+
+    def __init__(self, inner: SessionStore) -> None:
+        self.inner = inner
+        self.timeouts = inner.timeouts
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return await method(*args, **kwargs)
+
+        return counted

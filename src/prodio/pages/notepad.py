@@ -63,22 +63,33 @@ class NotepadTab(Tab):
                 title="Too long",
                 print_exception=False,
             )
-        note = await self._read(request)
-        # Two browser tabs saving at the same instant may count one save; the text of the
-        # last save always wins, which is what matters.
-        note = {"text": text, "saves": note["saves"] + 1, "saved_at": time.time()}
-        await self.notes.set(request, NOTE_KEY, note)
+        saved_text = text
+
+        def saved(stored: Any) -> dict[str, Any]:
+            return {
+                "text": saved_text,
+                "saves": read_note(stored)["saves"] + 1,
+                "saved_at": time.time(),
+            }
+
+        # A compare-and-set on the session: one store call, and two browser tabs saving at
+        # the same instant both count (the text of the last save wins).
+        note = read_note(await self.notes.modify(request, NOTE_KEY, saved))
         return describe(note)
 
     async def _read(self, request: gr.Request) -> dict[str, Any]:
-        stored = await self.notes.get(request, NOTE_KEY)
-        if not isinstance(stored, dict):
-            return {"text": "", "saves": 0, "saved_at": None}
-        return {
-            "text": stored.get("text") if isinstance(stored.get("text"), str) else "",
-            "saves": stored.get("saves") if isinstance(stored.get("saves"), int) else 0,
-            "saved_at": stored.get("saved_at"),
-        }
+        return read_note(await self.notes.get(request, NOTE_KEY))
+
+
+def read_note(stored: Any) -> dict[str, Any]:
+    """The note as stored, with the defaults of an empty one for anything malformed."""
+    if not isinstance(stored, dict):
+        return {"text": "", "saves": 0, "saved_at": None}
+    return {
+        "text": stored.get("text") if isinstance(stored.get("text"), str) else "",
+        "saves": stored.get("saves") if isinstance(stored.get("saves"), int) else 0,
+        "saved_at": stored.get("saved_at"),
+    }
 
 
 def describe(note: dict[str, Any]) -> str:

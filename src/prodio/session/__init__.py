@@ -2,6 +2,7 @@
 
 from prodio.session.base import (
     Session,
+    SessionChanged,
     SessionStore,
     SessionStoreUnavailable,
     SessionTimeouts,
@@ -15,6 +16,7 @@ __all__ = [
     "InMemorySessionStore",
     "RedisSessionStore",
     "Session",
+    "SessionChanged",
     "SessionStore",
     "SessionStoreUnavailable",
     "SessionTimeouts",

@@ -27,6 +27,27 @@ class SessionStoreUnavailable(Exception):
     """
 
 
+class SessionChanged(Exception):
+    """A compare-and-set update found the session live but at another version.
+
+    Nothing was changed: read the session again (``load(..., touch=False)``), redo the
+    change from what is there now, and try again with the new version.
+    """
+
+
+def check_expected_version(expected_version: int | None) -> int | None:
+    """``expected_version`` if it is ``None`` or a non-negative int; else raise TypeError."""
+    if expected_version is None:
+        return None
+    if (
+        not isinstance(expected_version, int)
+        or isinstance(expected_version, bool)
+        or expected_version < 0
+    ):
+        raise TypeError(f"expected_version must be a non-negative int, not {expected_version!r}")
+    return expected_version
+
+
 @dataclass(frozen=True, slots=True)
 class SessionTimeouts:
     idle: float
@@ -41,7 +62,11 @@ class SessionTimeouts:
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """A snapshot of one session as the store held it when it was read."""
+    """A snapshot of one session as the store held it when it was read.
+
+    ``version`` is the version of its data (see :class:`SessionStore`); it defaults to 0
+    only so that the dataclass stays easy to build by hand.
+    """
 
     id: str
     username: str
@@ -50,6 +75,7 @@ class Session:
     idle_expires_at: float
     absolute_expires_at: float
     data: Mapping[str, JSONValue] = field(default_factory=dict)
+    version: int = 0
 
     @property
     def expires_at(self) -> float:
@@ -66,12 +92,19 @@ class SessionStore(Protocol):
     :mod:`secrets`. Data values are JSON values (``None``, bool, int, float, str, lists and
     dicts of them); a store returns copies, so a caller mutating a returned value changes
     nothing until it calls :meth:`update`.
+
+    Every session has a *version* of its data, returned in each snapshot
+    (:attr:`Session.version`): :meth:`create` makes version 1 (a record stored before
+    versions existed counts as 0), every :meth:`update` that applies (the session is live)
+    increments it by exactly one, and nothing else changes it: loading, touching and
+    listing never do. Two snapshots with the same version of one session hold the same
+    data, which is what makes :meth:`update`'s ``expected_version`` a compare-and-set.
     """
 
     timeouts: SessionTimeouts
 
     async def create(self, username: str, data: Mapping[str, JSONValue] | None = None) -> Session:
-        """Start a new session for ``username`` with a fresh id, and return it."""
+        """Start a new session for ``username`` with a fresh id, at version 1, and return it."""
         ...
 
     async def load(self, session_id: str, *, touch: bool = True) -> Session | None:
@@ -79,7 +112,8 @@ class SessionStore(Protocol):
 
         ``None`` covers ids never issued, deleted, revoked and expired alike. With
         ``touch`` the session's ``last_seen`` moves to now (pushing the idle expiry back;
-        the absolute expiry never moves) and the returned snapshot shows it.
+        the absolute expiry never moves) and the returned snapshot shows it. The snapshot
+        carries the session's current version; touching does not change it.
         """
         ...
 
@@ -89,12 +123,22 @@ class SessionStore(Protocol):
         changes: Mapping[str, JSONValue] | None = None,
         *,
         remove: Iterable[str] = (),
+        expected_version: int | None = None,
     ) -> bool:
         """Set the keys in ``changes`` and delete the keys in ``remove`` of a live session.
 
         Only the named keys change: concurrent updates of different keys never lose each
         other. Returns ``False``, changing nothing, when the session is not live, so a slow
-        request can never bring back a session that was logged out meanwhile.
+        request can never bring back a session that was logged out meanwhile. An update
+        that applies increments the session's version by one (even one that sets and
+        removes nothing).
+
+        With ``expected_version`` the update is a compare-and-set, checked and applied
+        atomically: when the session is live but its version is not ``expected_version``,
+        nothing changes and :class:`SessionChanged` is raised; on success the session's
+        version is ``expected_version + 1``. A read-modify-write reads a snapshot, computes
+        the new value and writes it with ``expected_version=snapshot.version``, so a write
+        made by anyone in between is never lost silently.
         """
         ...
 

@@ -20,7 +20,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from prodio.session.base import JSONValue, Session, SessionTimeouts
+from prodio.session.base import (
+    JSONValue,
+    Session,
+    SessionChanged,
+    SessionTimeouts,
+    check_expected_version,
+)
 from prodio.session.values import (
     check_removals,
     check_username,
@@ -32,13 +38,14 @@ SESSION_ID_BYTES = 32
 
 
 class _Entry:
-    __slots__ = ("created_at", "data", "last_seen", "username")
+    __slots__ = ("created_at", "data", "last_seen", "username", "version")
 
     def __init__(self, username: str, created_at: float, data: dict[str, Any]) -> None:
         self.username = username
         self.created_at = created_at
         self.last_seen = created_at
         self.data = data
+        self.version = 1
 
 
 def _copy_json(data: Mapping[str, JSONValue] | None) -> dict[str, Any]:
@@ -97,6 +104,7 @@ class InMemorySessionStore:
             idle_expires_at=entry.last_seen + self.timeouts.idle,
             absolute_expires_at=entry.created_at + self.timeouts.absolute,
             data=_copy_data(entry.data),
+            version=entry.version,
         )
 
     def _live_entry(self, session_id: str, now: float) -> _Entry | None:
@@ -153,15 +161,22 @@ class InMemorySessionStore:
         changes: Mapping[str, JSONValue] | None = None,
         *,
         remove: Iterable[str] = (),
+        expected_version: int | None = None,
     ) -> bool:
         stored = _copy_json(changes)
         removals = check_removals(remove)
+        check_expected_version(expected_version)
         entry = self._live_entry(session_id, self._clock())
         if entry is None:
             return False
+        if expected_version is not None and entry.version != expected_version:
+            raise SessionChanged(
+                f"the session is at version {entry.version}, not {expected_version}"
+            )
         entry.data.update(stored)
         for key in removals:
             entry.data.pop(key, None)
+        entry.version += 1
         return True
 
     async def delete(self, session_id: str) -> bool:

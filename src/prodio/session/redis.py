@@ -50,7 +50,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from prodio.session.base import JSONValue, Session, SessionStoreUnavailable, SessionTimeouts
+from prodio.session.base import (
+    JSONValue,
+    Session,
+    SessionChanged,
+    SessionStoreUnavailable,
+    SessionTimeouts,
+    check_expected_version,
+)
 from prodio.session.redis_cache import DELETED, InvalidationListener, LocalSessionCache
 from prodio.session.values import (
     check_removals,
@@ -169,11 +176,13 @@ end
 return fields
 """)
 
-# KEYS: session hash. ARGV: idle us, absolute us, invalidation channel, session id, number
-# of fields to set n, n field/value pairs, then the fields to delete. Returns the session's
-# new version if applied, 0 if it is not live.
+# KEYS: session hash. ARGV: idle us, absolute us, invalidation channel, session id, the
+# expected version ('' for none), number of fields to set n, n field/value pairs, then the
+# fields to delete. Returns the session's new version if applied, 0 if it is not live, and
+# -1 - (its current version) when it is live at another version than expected (then it
+# changed nothing).
 _UPDATE = _with_prelude("""
-local times = redis.call('HMGET', KEYS[1], 'created_at', 'last_seen')
+local times = redis.call('HMGET', KEYS[1], 'created_at', 'last_seen', 'v')
 if not times[1] or not times[2] then return 0 end
 local now = now_us()
 if not is_live(tonumber(times[1]), tonumber(times[2]), now, tonumber(ARGV[1]),
@@ -182,8 +191,12 @@ if not is_live(tonumber(times[1]), tonumber(times[2]), now, tonumber(ARGV[1]),
   redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' -')
   return 0
 end
-local set_end = 5 + 2 * tonumber(ARGV[5])
-for i = 6, set_end, 2 do
+if ARGV[5] ~= '' then
+  local current = tonumber(times[3] or '0')
+  if current ~= tonumber(ARGV[5]) then return -1 - current end
+end
+local set_end = 6 + 2 * tonumber(ARGV[6])
+for i = 7, set_end, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 for i = set_end + 1, #ARGV do
@@ -680,6 +693,7 @@ class RedisSessionStore:
             idle_expires_at=last_seen + self.timeouts.idle,
             absolute_expires_at=created_at + self.timeouts.absolute,
             data=data,
+            version=version,
         )
         return session, encoded, version
 
@@ -715,6 +729,7 @@ class RedisSessionStore:
                     idle_expires_at=created_at + self.timeouts.idle,
                     absolute_expires_at=created_at + self.timeouts.absolute,
                     data={key: decode_value(value) for key, value in encoded.items()},
+                    version=1,
                 )
                 if self._cache is not None:
                     self._start_listener()
@@ -793,9 +808,11 @@ class RedisSessionStore:
         changes: Mapping[str, JSONValue] | None = None,
         *,
         remove: Iterable[str] = (),
+        expected_version: int | None = None,
     ) -> bool:
         encoded = encode_data(changes)
         removals = check_removals(remove)
+        expected = check_expected_version(expected_version)
         if not is_well_formed_session_id(session_id):
             return False
         args: list[Any] = [
@@ -803,6 +820,7 @@ class RedisSessionStore:
             self._absolute_us,
             self._channel,
             session_id,
+            "" if expected is None else str(expected),
             len(encoded),
         ]
         for key, value in encoded.items():
@@ -812,6 +830,13 @@ class RedisSessionStore:
             version = int(await self._update(keys=[self._session_key(session_id)], args=args))
         except REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
+        if version < 0:
+            current = -1 - version
+            if self._cache is not None:
+                # What this instance cached (and a caller compared against) is older than
+                # Redis: never serve it again; the next load reads the current version.
+                self._cache.invalidate(session_id, current)
+            raise SessionChanged(f"the session is at version {current}, not {expected}")
         if self._cache is not None:
             if version:
                 self._cache.updated(session_id, version, encoded, tuple(removals))

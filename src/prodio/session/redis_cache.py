@@ -6,7 +6,10 @@ read recently, and Redis tells every instance at once when one changes:
 
 - the store's scripts give each session a *version* (the hash field ``v``) that every data
   change increments, and publish ``"<id> <version>"`` on the invalidation channel; a
-  deletion (logout, revocation, logout everywhere) publishes ``"<id> -"``;
+  deletion (logout, revocation, logout everywhere) publishes ``"<id> -"``. A cached
+  session answers with the version it holds (:attr:`Session.version`), so a compare-and-set
+  update made from it fails with ``SessionChanged`` if Redis moved on; that failure tells
+  the cache the current version, and the stale entry is never served again;
 - each instance subscribes to that channel (:class:`InvalidationListener`) and forgets what
   it held of a session as soon as a newer version exists, or the session is gone. A
   deleted session is remembered as deleted (ids are never reused), so a revoked cookie
@@ -132,6 +135,8 @@ class LocalSessionCache:
             idle_expires_at=cached.idle_expires_at,
             absolute_expires_at=cached.absolute_expires_at,
             data=data,
+            # The entry's, not the stored snapshot's: this instance's own updates move it.
+            version=entry.version,
         ), True
 
     def put(
@@ -153,7 +158,8 @@ class LocalSessionCache:
         removals: tuple[str, ...],
     ) -> None:
         """This instance's own update made ``version``: apply it if the entry holds exactly
-        the version before it, else only remember that ``version`` exists."""
+        the version before it (the entry then answers with ``version`` and the new data),
+        else only remember that ``version`` exists."""
         entry = self._entries.get(session_id)
         if (
             entry is not None
