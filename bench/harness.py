@@ -406,6 +406,9 @@ class Target:
     method: str = "GET"
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str | None = None
+    # Headers that change from one request to the next, sent in turn (a session cookie per
+    # simulated user): the load is many users' requests, not one user's 32 at once.
+    header_turns: Sequence[Mapping[str, str]] = ()
 
     def check(self, base_url: str) -> None:
         """Send it once; a benchmark of error responses would measure nothing useful."""
@@ -451,6 +454,20 @@ def wrk_script(target: Target) -> str:
         lines.append(f"wrk.headers[ {_lua_string(name)} ] = {_lua_string(value)}")
     if target.body is not None:
         lines.append(f"wrk.body = {_lua_string(target.body)}")
+    if target.header_turns:
+        turns = ", ".join(
+            "{" + ", ".join(f"[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in t.items()) + "}"
+            for t in target.header_turns
+        )
+        lines.append(f"local turns = {{ {turns} }}")
+        lines.append("local turn = 0")
+        lines.append(
+            "request = function()\n"
+            "  turn = turn % #turns + 1\n"
+            "  for name, value in pairs(turns[turn]) do wrk.headers[name] = value end\n"
+            "  return wrk.format()\n"
+            "end"
+        )
     return "\n".join(lines) + "\n" + _WRK_DONE
 
 

@@ -193,13 +193,15 @@ def session_headers(cookie: str | None) -> dict[str, str]:
     return {"Cookie": f"prodio_session={cookie}"} if cookie else {}
 
 
-def event_target(base_url: str, cookie: str | None) -> Target:
+def event_target(base_url: str, cookies: Sequence[str]) -> Target:
     """``POST /gradio_api/run/predict`` for the Notepad's save event.
 
     The event is looked up in the app's own ``/config`` (with the session cookie for
     prodio), as the browser does; its text input gets a short note, any state input None.
+    With several ``cookies`` the requests take them in turn: each is a user saving their
+    own note (per-user state is per session), not one user saving 32 times at once.
     """
-    headers = session_headers(cookie)
+    headers = session_headers(cookies[0] if cookies else None)
     answer = httpx.get(base_url + "/config", headers=headers, timeout=30.0)
     if answer.status_code != 200:
         raise BenchError(f"GET /config answered {answer.status_code}")
@@ -225,15 +227,18 @@ def event_target(base_url: str, cookie: str | None) -> Target:
         # What a browser sends with the fetch of a page of the same site.
         headers={**headers, "Content-Type": "application/json", **SAME_ORIGIN},
         body=json.dumps(body),
+        header_turns=[session_headers(cookie) for cookie in cookies] if len(cookies) > 1 else [],
     )
 
 
-def target_for(row: RowSpec, server: Server, cookie: str | None) -> Target:
+def target_for(row: RowSpec, server: Server, cookies: Sequence[str]) -> Target:
+    """The request of ``row``; ``cookies`` are the sessions of the bench user on ``server``
+    (none for the baselines)."""
     if row.request == "ping":
         return Target("/ping")
     if row.request == "session":
-        return Target("/api/session", headers=session_headers(cookie))
-    return event_target(server.base_url, cookie)
+        return Target("/api/session", headers=session_headers(cookies[0] if cookies else None))
+    return event_target(server.base_url, cookies)
 
 
 # -- servers ----------------------------------------------------------------------------
@@ -320,8 +325,12 @@ def run_mode(ctx: Context, mode: Mode, *, with_redis: bool) -> dict[str, Any]:
     ctx.say(f"{mode.label}: starting {', '.join(servers)}")
     result: dict[str, Any] = {"label": mode.label, "rows": {}}
     with running(list(servers.values())):
+        # One session per connection: the event rows are that many users' saves.
         cookies = {
-            key: login_cookie(server.base_url, BENCH_USER, BENCH_PASSWORD)
+            key: [
+                login_cookie(server.base_url, BENCH_USER, BENCH_PASSWORD)
+                for _ in range(CONNECTIONS)
+            ]
             for key, server in servers.items()
             if key.startswith("prodio")
         }
@@ -329,7 +338,7 @@ def run_mode(ctx: Context, mode: Mode, *, with_redis: bool) -> dict[str, Any]:
             result["rows"] = measure_rows(ctx, rows, servers, cookies)
         if "storm" in settings.scenarios:
             key = storm_server_key(with_redis)
-            result["storm"] = run_storm(ctx, servers[key], cookies[key])
+            result["storm"] = run_storm(ctx, servers[key], cookies[key][0])
         if settings.profile:
             result["profiles"] = profile_rows(ctx, mode, rows, servers, cookies)
     return result
@@ -339,12 +348,12 @@ def measure_rows(
     ctx: Context,
     rows: Sequence[RowSpec],
     servers: dict[str, Server],
-    cookies: dict[str, str],
+    cookies: dict[str, list[str]],
 ) -> dict[str, Any]:
     targets: dict[str, Target] = {}
     for row in rows:
         server = servers[row.server]
-        targets[row.key] = target_for(row, server, cookies.get(row.server))
+        targets[row.key] = target_for(row, server, cookies.get(row.server, []))
         targets[row.key].check(server.base_url)
 
     def job(row: RowSpec) -> Callable[[float], Measurement]:
@@ -513,7 +522,7 @@ def profile_rows(
     mode: Mode,
     rows: Sequence[RowSpec],
     servers: dict[str, Server],
-    cookies: dict[str, str],
+    cookies: dict[str, list[str]],
 ) -> dict[str, Any]:
     """Sample the prodio rows with py-spy while wrk drives them (not during the rounds)."""
     spy = Path(sys.executable).with_name("py-spy")
@@ -525,7 +534,7 @@ def profile_rows(
         if not row.server.startswith("prodio"):
             continue
         server = servers[row.server]
-        target = target_for(row, server, cookies.get(row.server))
+        target = target_for(row, server, cookies.get(row.server, []))
         out = ctx.profile_dir / f"{mode.key}-{row.key}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
         seconds = max(3.0, ctx.settings.seconds)
