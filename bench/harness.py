@@ -195,27 +195,15 @@ class RunDirs:
 
 def add_user(dirs: RunDirs, name: str, password: str) -> None:
     """Create a user the way an operator does: ``prodio users add NAME --password-stdin``."""
-    prodio = Path(sys.executable).with_name("prodio")
-    command = [str(prodio), "users", "add", name, "--password-stdin"]
-    done = subprocess.run(
-        command,
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        env=dirs.base_env(),
-        cwd=dirs.root,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"prodio users add {name} failed: {done.stderr.strip()}")
+    users_command(dirs, "add", name, "--password-stdin", stdin=password + "\n")
 
 
-def users_command(dirs: RunDirs, *args: str) -> str:
+def users_command(dirs: RunDirs, *args: str, stdin: str | None = None) -> str:
     """Run ``prodio users ARGS...`` as an operator does; return what it printed."""
     prodio = Path(sys.executable).with_name("prodio")
     done = subprocess.run(
         [str(prodio), "users", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         env=dirs.base_env(),

@@ -757,12 +757,11 @@ async def test_other_methods_and_routes_are_not_read(
         assert (response.status_code, inner.calls) == (200, 1), path
 
 
-async def test_a_multipart_body_names_no_input_file(
-    registry: InMemoryUploadRegistry, files: Files
-) -> None:
-    """component_server reads a multipart body as form fields and file bytes (the image
-    editor's layers), never as FileData: a path in it is no input file. (The body is read
-    whole for its session hash: tests/middleware/test_gradio_sessions.py.)"""
+async def send_multipart(
+    registry: InMemoryUploadRegistry, files: Files, path: str
+) -> tuple[list[bytes], RecordingGradio]:
+    """bob POSTs a multipart body naming alice's upload to ``path``, in three pieces;
+    returns the pieces and what Gradio received."""
     pieces = [b"--b\r\n", str(files.alice).encode(), b"\r\n--b--\r\n"]
     messages: list[Message] = [
         {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
@@ -772,15 +771,24 @@ async def test_a_multipart_body_names_no_input_file(
     async def receive_next() -> Message:
         return messages.pop(0)
 
-    inner = RecordingGradio()
-
     async def send(message: Message) -> None:
         pass
 
+    inner = RecordingGradio()
     middleware = UploadOwnershipMiddleware(inner, registry=registry)
-    scope = http_scope("/gradio_api/component_server", user="bob", method="POST")
+    scope = http_scope(path, user="bob", method="POST")
     scope["headers"] = [(b"content-type", b"multipart/form-data; boundary=b")]
     await middleware(scope, receive_next, send)
+    return pieces, inner
+
+
+async def test_a_multipart_body_names_no_input_file(
+    registry: InMemoryUploadRegistry, files: Files
+) -> None:
+    """component_server reads a multipart body as form fields and file bytes (the image
+    editor's layers), never as FileData: a path in it is no input file. (The body is read
+    whole for its session hash: tests/middleware/test_gradio_sessions.py.)"""
+    pieces, inner = await send_multipart(registry, files, "/gradio_api/component_server")
     assert (inner.calls, inner.body) == (1, b"".join(pieces))
 
 
@@ -789,24 +797,7 @@ async def test_a_multipart_body_elsewhere_streams_on_unread(
 ) -> None:
     """The other event routes never read a multipart body (FastAPI refuses it: 422): it
     streams on to Gradio, piece by piece."""
-    pieces = [b"--b\r\n", str(files.alice).encode(), b"\r\n--b--\r\n"]
-    messages: list[Message] = [
-        {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
-        for i, piece in enumerate(pieces)
-    ]
-
-    async def receive_next() -> Message:
-        return messages.pop(0)
-
-    inner = RecordingGradio()
-
-    async def send(message: Message) -> None:
-        pass
-
-    middleware = UploadOwnershipMiddleware(inner, registry=registry)
-    scope = http_scope("/gradio_api/queue/join", user="bob", method="POST")
-    scope["headers"] = [(b"content-type", b"multipart/form-data; boundary=b")]
-    await middleware(scope, receive_next, send)
+    pieces, inner = await send_multipart(registry, files, "/gradio_api/queue/join")
     assert [m["body"] for m in inner.messages] == pieces
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import builtins
 import os
 import secrets
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,6 +69,28 @@ _POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 _SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
 # Read by the SQLite "begin" hook below; migrations take the write lock up front.
 _SQLITE_BEGIN_OPTION = "prodio_sqlite_begin"
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the database in WAL mode (a property of the file, kept once set).
+
+    Switching needs the database to itself, and SQLite answers "database is locked" at
+    once, without its busy handler, when another connection holds it: as happens when
+    several instances open a new database together. So the mode is read first (most
+    connections find it set) and the switch is retried within the busy timeout.
+    """
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 class DatabaseUrlError(ValueError):
@@ -290,10 +314,10 @@ class SqlUserStore:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             try:
-                # WAL lets readers go on while a writer writes; the busy timeout makes a
-                # writer wait for the lock instead of failing at once.
-                cursor.execute("PRAGMA journal_mode=WAL")
+                # The busy timeout makes a writer wait for the lock instead of failing at
+                # once; WAL lets readers go on while a writer writes.
                 cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                _use_wal(cursor)
             finally:
                 cursor.close()
 
