@@ -48,6 +48,7 @@ from harness import (
 )
 
 CONNECTIONS = 32
+SESSIONS_PER_CONNECTION = 4
 NOTE_TEXT = "hello from the benchmark"
 # The Notepad's save event (its api_name was "save" in earlier versions of the page).
 SAVE_EVENT_NAMES = ("notepad_save", "save")
@@ -325,11 +326,13 @@ def run_mode(ctx: Context, mode: Mode, *, with_redis: bool) -> dict[str, Any]:
     ctx.say(f"{mode.label}: starting {', '.join(servers)}")
     result: dict[str, Any] = {"label": mode.label, "rows": {}}
     with running(list(servers.values())):
-        # One session per connection: the event rows are that many users' saves.
+        # The event rows are many users' saves. wrk hands the sessions out in turn, not
+        # one per connection, so there are several times as many sessions as connections:
+        # otherwise a session's next save is often sent before its last one is answered.
         cookies = {
             key: [
                 login_cookie(server.base_url, BENCH_USER, BENCH_PASSWORD)
-                for _ in range(CONNECTIONS)
+                for _ in range(SESSIONS_PER_CONNECTION * CONNECTIONS)
             ]
             for key, server in servers.items()
             if key.startswith("prodio")
