@@ -16,6 +16,7 @@ from prodio.routes.csrf import CsrfTokens
 from prodio.session import SessionStore, build_session_store
 from prodio.session.cookies import CookiePolicy
 from prodio.session.factory import build_login_throttle
+from prodio.session.handles import SessionHandles
 from prodio.session.throttle import LoginThrottle
 from prodio.session.tokens import SessionTokenCodec
 from prodio.uploads import UploadRegistry, build_upload_registry
@@ -36,6 +37,7 @@ class Services:
     uploads: UploadRegistry
     users: UserStore
     tokens: SessionTokenCodec
+    session_handles: SessionHandles
     csrf: CsrfTokens
     cookies: CookiePolicy
     passwords: PasswordAuthenticator
@@ -78,6 +80,7 @@ def build_services(
                 else None
             ),
         ),
+        session_handles=SessionHandles(secret),
         csrf=CsrfTokens(secret),
         cookies=CookiePolicy.from_settings(settings),
         passwords=PasswordAuthenticator(

@@ -28,7 +28,6 @@ from prodio.routes.account import (
     SESSION_NOT_FOUND,
     SESSIONS_UNAVAILABLE,
     WRONG_CURRENT_PASSWORD,
-    SessionHandles,
 )
 from prodio.routes.login import (
     MAX_USER_AGENT_LENGTH,
@@ -38,6 +37,7 @@ from prodio.routes.login import (
     user_agent_label,
 )
 from prodio.session.base import SessionStoreUnavailable, SessionTimeouts
+from prodio.session.handles import SessionHandles
 from prodio.session.redis import RedisSessionStore
 from tests.apptest import (
     BASE_URL,

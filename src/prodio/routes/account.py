@@ -19,18 +19,16 @@ opened with a password someone else knew.
 
 The sessions page lists the account's live sessions (when each began and was last used,
 from which address, with which browser) and ends one of them, or all but this one. Each
-session is named by a *handle*, an HMAC of its id (:class:`SessionHandles`): a session id
-is a credential and never appears in a page, a form or a URL. Ending a session asks for the
-current password, checked through the login throttle like a password change, and deletes
-it from the store, which ends it at once on every instance.
+session is named by a *handle*, an HMAC of its id
+(:class:`~prodio.session.handles.SessionHandles`): a session id is a credential and never
+appears in a page, a form or a URL. Ending a session asks for the current password,
+checked through the login throttle like a password change, and deletes it from the store,
+which ends it at once on every instance.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +74,7 @@ from prodio.routes.login import (
 )
 from prodio.services import Services
 from prodio.session.base import Session, SessionStoreUnavailable
+from prodio.session.handles import SessionHandles
 from prodio.session.throttle import ThrottleUnavailable
 from prodio.ui.format import format_utc, iso_utc
 from prodio.users.base import StalePasswordHash, User, UserStoreUnavailable
@@ -116,8 +115,6 @@ SESSIONS_TEMPLATE = "account_sessions.html"
 END_ONE = "end"
 END_OTHERS = "end_others"
 # 128 bits: no two sessions of an account ever share a handle.
-HANDLE_LENGTH = 32
-_HANDLE = re.compile(f"[0-9a-f]{{{HANDLE_LENGTH}}}")
 # The redirect after ending sessions says how many ended (``?ended=2``); a count, not a name.
 MAX_ENDED_DIGITS = 6
 
@@ -400,31 +397,6 @@ def _unavailable(
 # --- /account/sessions ----------------------------------------------------------------------
 
 
-class SessionHandles:
-    """Public names of sessions, for the sessions page and its forms.
-
-    A session id is a credential: it never appears in a page, a form or a URL. A handle is an
-    HMAC of the id under a key derived from the secret key for this use alone, so it names
-    one session, cannot be turned back into its id, and is not the session tag of the logs.
-    It needs nothing stored: every session has one, those made before handles existed too.
-    """
-
-    def __init__(self, secret: bytes) -> None:
-        self._key = hmac.new(secret, b"prodio session handle v1", hashlib.sha256).digest()
-
-    def of(self, session_id: str) -> str:
-        return hmac.digest(self._key, session_id.encode(), "sha256").hex()[:HANDLE_LENGTH]
-
-    def find(self, handle: str, sessions: list[Session]) -> Session | None:
-        """The session among ``sessions`` that ``handle`` names, or None."""
-        if _HANDLE.fullmatch(handle) is None:
-            return None
-        for candidate in sessions:
-            if hmac.compare_digest(self.of(candidate.id), handle):
-                return candidate
-        return None
-
-
 @dataclass(frozen=True, slots=True)
 class SessionRow:
     """One session as the sessions page shows it: nothing in it is a credential."""
@@ -483,7 +455,7 @@ async def _sessions_page(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """The sessions page, listed afresh from the store; 503 if the store does not answer."""
-    handles = SessionHandles(services.settings.secret())
+    handles = services.session_handles
     rows: list[SessionRow] = []
     try:
         rows = session_rows(
@@ -538,7 +510,7 @@ async def end_sessions(request: Request, services: ServicesDep, session: Session
     if action not in (END_ONE, END_OTHERS):
         audit(EVENT_SESSION_END, FAILURE, request, reason="malformed form: unknown action")
         return await _sessions_page(services, request, session, status=400, error=STALE_FORM_ERROR)
-    handles = SessionHandles(services.settings.secret())
+    handles = services.session_handles
     target = TARGET_OTHERS
     # The form to show open again if the password is refused.
     open_handle = ""
