@@ -11,11 +11,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import anyio
 import pytest
 
-from prodio.session import RedisSessionStore, Session, SessionChanged, SessionTimeouts
+from prodio.session import (
+    RedisSessionStore,
+    Session,
+    SessionChanged,
+    SessionStoreUnavailable,
+    SessionTimeouts,
+    redis_cache,
+)
 from prodio.session.redis_cache import DELETED, LocalSessionCache, parse_invalidation
 from tests.redis_server import RedisServer
 
@@ -103,6 +111,43 @@ def test_an_own_update_applies_only_on_top_of_the_version_before_it() -> None:
     # Another instance's update (6) came in between: version 7 cannot be built locally.
     cache.updated(session.id, 7, {"a": "11"}, ())
     assert cache.get(session.id) == (None, False)
+
+
+def test_an_own_update_announced_before_its_reply_still_applies() -> None:
+    # The update's announcement (on the subscription) usually arrives before the update's
+    # reply (on another connection): version 5 is announced while the entry holds 4.
+    cache = _cache()
+    session = _session()
+    cache.put(session, {"a": "1", "b": "2"}, 4, cache.generation)
+    cache.invalidate(session.id, 5)
+    assert cache.get(session.id) == (None, False), "version 4's data served as version 5"
+    cache.updated(session.id, 5, {"a": "10"}, ("b",))
+    hit, known = cache.get(session.id)
+    assert known
+    assert hit is not None
+    assert (hit.version, hit.data) == (5, {"a": 10})
+
+
+def test_another_instances_announced_update_is_never_served() -> None:
+    cache = _cache()
+    session = _session()
+    cache.put(session, {"a": "1"}, 4, cache.generation)
+    # Another instance made 5; this instance's own update then made 6 on top of it: the
+    # entry's data is 4's, and 5's changes are unknown here.
+    cache.invalidate(session.id, 5)
+    cache.updated(session.id, 6, {"b": "2"}, ())
+    assert cache.get(session.id) == (None, False)
+    # Announced twice ahead (5, then 6): nothing here can be rebuilt either.
+    cache.put(session, {"a": "1"}, 7, cache.generation)
+    cache.invalidate(session.id, 8)
+    cache.invalidate(session.id, 9)
+    cache.updated(session.id, 9, {"b": "2"}, ())
+    assert cache.get(session.id) == (None, False)
+    # A load of the announced version replaces the entry that is behind.
+    cache.put(session, {"a": "3"}, 9, cache.generation)
+    hit, _ = cache.get(session.id)
+    assert hit is not None
+    assert (hit.version, hit.data) == (9, {"a": 3})
 
 
 def test_every_get_returns_its_own_copy_of_the_data() -> None:
@@ -380,6 +425,56 @@ async def test_a_broken_subscription_turns_the_cache_off_until_it_is_back(
     assert await reader.load(session.id) is not None
     assert await reader.load(session.id) is not None
     assert _evalsha_calls(clean_redis) - before <= 1
+
+
+@pytest.fixture
+def quick_liveness(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Liveness pings every 50 ms, 250 ms of silence a break; returns the time to notice."""
+    monkeypatch.setattr(redis_cache, "PING_INTERVAL", 0.05)
+    monkeypatch.setattr(redis_cache, "SILENCE_LIMIT", 0.25)
+    return 0.25 + 2 * 0.05
+
+
+async def test_a_quiet_channel_keeps_the_cache_on(
+    clean_redis: RedisServer, quick_liveness: float
+) -> None:
+    # The pings' answers must count as answers: under RESP3 redis-py hands the answer to a
+    # bare PING over as a message of type "P", and a listener that waited for "pong" alone
+    # emptied and switched off the cache every silence limit (every ~4 s in production).
+    store = await _cached_store(clean_redis)
+    try:
+        session = await store.create("alice")
+        assert await store.load(session.id) is not None
+        before = _evalsha_calls(clean_redis)
+        started = time.monotonic()
+        while time.monotonic() - started < 4 * quick_liveness:
+            await anyio.sleep(0.02)
+            assert await store.load(session.id) is not None
+        assert _evalsha_calls(clean_redis) - before == 0, "the cache went off on a quiet channel"
+    finally:
+        await store.aclose()
+
+
+async def test_a_hung_server_turns_the_cache_off(tmp_path: Path, quick_liveness: float) -> None:
+    with RedisServer(tmp_path / "redis") as server:
+        store = RedisSessionStore.from_url(
+            server.url, TIMEOUTS, socket_timeout=0.5, local_cache_seconds=5.0
+        )
+        try:
+            assert await store.wait_for_cache()
+            session = await store.create("alice")
+            assert await store.load(session.id) is not None
+            server.pause()  # connections stay open; nothing answers, not even the pings
+            try:
+                await anyio.sleep(quick_liveness + 0.2)
+                # Not the cached copy: the cache is off, so the load asks the hung server.
+                with anyio.fail_after(5), pytest.raises(SessionStoreUnavailable):
+                    await store.load(session.id)
+            finally:
+                server.resume()
+            assert await store.load(session.id) is not None
+        finally:
+            await store.aclose()
 
 
 async def test_garbage_on_the_channel_changes_nothing(

@@ -20,6 +20,11 @@ What keeps the cache from ever serving a session that Redis no longer has, or ol
 - *Versions, not arrival order.* A load that read version 6 may finish after the message
   announcing version 7 was handled; the message leaves a marker ("version 7 or newer
   only"), so the late version 6 is not kept.
+- *Own updates.* An instance applies its own update to what it holds only when that is the
+  data of exactly the version before the one the update made. The announcement of that
+  version usually arrives first (on the subscription, the reply on another connection): it
+  does not make the instance forget the data, but nothing is served until the reply says
+  whose version it was.
 - *Generations.* When the subscription breaks, messages may have been lost: the cache is
   emptied and stays off until the channel is subscribed again, and a load that started
   before the break is not kept when it finishes after it.
@@ -78,6 +83,12 @@ class _Entry:
     session: Session | None
     encoded: Mapping[str, str] | None
     fetched_at: float
+    # True once ``version`` was announced while the entry held the one before it: the data
+    # is then that of ``version - 1`` and is never served. It is kept for one purpose: the
+    # announcement of this instance's own update usually arrives (on the subscription)
+    # before the update's reply (on another connection), and the update can still be
+    # applied on top of it when the reply says it made ``version``.
+    behind: bool = False
 
 
 class LocalSessionCache:
@@ -119,7 +130,7 @@ class LocalSessionCache:
             return None, False
         if entry.version == DELETED:
             return None, True
-        if entry.session is None or entry.encoded is None:
+        if entry.session is None or entry.encoded is None or entry.behind:
             return None, False
         if self._clock() - entry.fetched_at >= self.max_age:
             return None, False
@@ -157,20 +168,21 @@ class LocalSessionCache:
         changes: Mapping[str, str],
         removals: tuple[str, ...],
     ) -> None:
-        """This instance's own update made ``version``: apply it if the entry holds exactly
-        the version before it (the entry then answers with ``version`` and the new data),
-        else only remember that ``version`` exists."""
+        """This instance's own update made ``version``: apply it if the entry holds the data
+        of exactly the version before it (the entry then answers with ``version`` and the
+        new data), else only remember that ``version`` exists."""
         entry = self._entries.get(session_id)
         if (
             entry is not None
-            and entry.version == version - 1
             and entry.session is not None
             and entry.encoded is not None
+            and entry.version == (version if entry.behind else version - 1)
         ):
             encoded = {k: v for k, v in entry.encoded.items() if k not in removals}
             encoded.update((k, v) for k, v in changes.items() if k not in removals)
             entry.version = version
             entry.encoded = encoded
+            entry.behind = False
             return
         self.invalidate(session_id, version)
 
@@ -182,6 +194,16 @@ class LocalSessionCache:
         if entry is not None and (
             entry.version == DELETED or (version != DELETED and entry.version >= version)
         ):
+            return
+        if (
+            entry is not None
+            and entry.session is not None
+            and not entry.behind
+            and version == entry.version + 1
+        ):
+            # Perhaps this instance's own update, whose reply is still on its way.
+            entry.version = version
+            entry.behind = True
             return
         self._store(session_id, _Entry(version, None, None, self._clock()))
 
@@ -309,10 +331,14 @@ class InvalidationListener:
             message = await pubsub.get_message(timeout=PING_INTERVAL)
             now = loop.time()
             if message is not None:
+                # Anything the server sends proves the channel alive, the ping's answer
+                # included, whatever shape redis-py gives it: under RESP3 (redis-py 8's
+                # default) a PING on a subscribed connection is answered with a plain
+                # "PONG", which PubSub.handle_message turns into a message of type "P".
+                # Waiting for type "pong" alone turned the cache off every few seconds.
+                unanswered_since = None
                 kind = message.get("type")
-                if kind == "pong":
-                    unanswered_since = None
-                elif kind == "subscribe":
+                if kind == "subscribe":
                     # From here on no change can go unannounced: start from nothing.
                     self.cache.reset(enabled=True)
                     self._subscribed.set()
