@@ -59,6 +59,7 @@ from prodio.session.base import (
     check_expected_version,
 )
 from prodio.session.redis_cache import DELETED, InvalidationListener, LocalSessionCache
+from prodio.session.redis_packing import with_hiredis_packing
 from prodio.session.values import (
     check_removals,
     check_username,
@@ -571,6 +572,8 @@ class RedisSessionStore:
             decode_responses=True,
             client_name="prodio",
         )
+        # The class the URL's scheme chose (TCP, TLS, Unix socket), packing with hiredis.
+        pool.connection_class = with_hiredis_packing(pool.connection_class)
         return cls(
             Redis.from_pool(pool),
             timeouts,
@@ -626,7 +629,9 @@ class RedisSessionStore:
             master_options.update(parse_url(master_url))
             tls = urlsplit(master_url).scheme == "rediss"
         # Ours, not the URL's plain (Sentinel-unaware) class.
-        master_options["connection_class"] = _MasterSSLConnection if tls else _MasterConnection
+        master_options["connection_class"] = with_hiredis_packing(
+            _MasterSSLConnection if tls else _MasterConnection
+        )
         sentinel_manager = _Sentinels(  # type: ignore[no-untyped-call]
             list(sentinels),
             sentinel_kwargs={
