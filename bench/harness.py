@@ -363,6 +363,24 @@ class RedisServer:
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.process.pid) if self.process else 0.0
 
+    def script_calls(self) -> int:
+        """``EVALSHA`` + ``EVAL`` calls so far (``INFO commandstats``): every session store
+        operation is one script, so this counts the store's round trips."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as conn:
+            conn.sendall(b"INFO commandstats\r\n")
+            header = b""
+            while not header.endswith(b"\r\n"):
+                header += conn.recv(1)
+            remaining = int(header[1:-2]) + 2  # a bulk string: $<length>\r\n<text>\r\n
+            text = b""
+            while len(text) < remaining:
+                text += conn.recv(remaining - len(text))
+        calls = 0
+        for line in text.decode().splitlines():
+            if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")):
+                calls += int(line.split("calls=", 1)[1].split(",", 1)[0])
+        return calls
+
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process)
@@ -533,6 +551,7 @@ class Measurement:
     requests: int
     errors: int
     redis_cpu_us_per_request: float = 0.0
+    redis_scripts_per_request: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -543,6 +562,7 @@ class Measurement:
             "requests": self.requests,
             "errors": self.errors,
             "redis_cpu_us_per_request": self.redis_cpu_us_per_request,
+            "redis_scripts_per_request": self.redis_scripts_per_request,
         }
 
 
@@ -559,11 +579,13 @@ def measure(
     """Run wrk against ``target`` and charge the CPU the ``pids`` used to its requests."""
     before = sum(cpu_seconds(pid) for pid in pids)
     redis_before = redis.cpu_seconds() if redis else 0.0
+    scripts_before = redis.script_calls() if redis else 0
     result = run_wrk(
         base_url, target, seconds=seconds, connections=connections, script_dir=script_dir
     )
     spent = sum(cpu_seconds(pid) for pid in pids) - before
     redis_spent = (redis.cpu_seconds() - redis_before) if redis else 0.0
+    scripts = (redis.script_calls() - scripts_before) if redis else 0
     requests = max(result.requests, 1)
     return Measurement(
         requests_per_second=result.requests_per_second,
@@ -573,4 +595,5 @@ def measure(
         requests=result.requests,
         errors=result.errors,
         redis_cpu_us_per_request=redis_spent / requests * 1e6,
+        redis_scripts_per_request=scripts / requests,
     )

@@ -201,6 +201,7 @@ ROW_HEADER = (
     f"{TIMES} base",
     "peak RSS MiB",
     f"{TIMES} base",
+    "Redis scripts/req",
     "base",
 )
 
@@ -221,6 +222,10 @@ def row_cells(rows: dict[str, Any], key: str) -> list[str]:
         "",
         f"{rss:,.0f}",
         "",
+        # Results saved before the column existed have no such figure.
+        f"{figures['redis_scripts_per_request']:.2f}"
+        if "redis" in row.get("server", "") and "redis_scripts_per_request" in figures
+        else "",
         "—" if base is None else base["label"].split(",")[0],
     ]
     if base_figures is not None and base is not None:

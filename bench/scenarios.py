@@ -182,6 +182,7 @@ def summarize(rounds: Sequence[Measurement]) -> dict[str, float]:
     keys = ("requests_per_second", "p50_ms", "p99_ms", "cpu_us_per_request")
     summary = {key: median([getattr(m, key) for m in rounds]) for key in keys}
     summary["redis_cpu_us_per_request"] = median([m.redis_cpu_us_per_request for m in rounds])
+    summary["redis_scripts_per_request"] = median([m.redis_scripts_per_request for m in rounds])
     summary["errors"] = sum(m.errors for m in rounds)
     summary["requests"] = sum(m.requests for m in rounds)
     return summary
