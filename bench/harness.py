@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import redis
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -366,20 +367,9 @@ class RedisServer:
     def script_calls(self) -> int:
         """``EVALSHA`` + ``EVAL`` calls so far (``INFO commandstats``): every session store
         operation is one script, so this counts the store's round trips."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as conn:
-            conn.sendall(b"INFO commandstats\r\n")
-            header = b""
-            while not header.endswith(b"\r\n"):
-                header += conn.recv(1)
-            remaining = int(header[1:-2]) + 2  # a bulk string: $<length>\r\n<text>\r\n
-            text = b""
-            while len(text) < remaining:
-                text += conn.recv(remaining - len(text))
-        calls = 0
-        for line in text.decode().splitlines():
-            if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")):
-                calls += int(line.split("calls=", 1)[1].split(",", 1)[0])
-        return calls
+        with redis.Redis(port=self.port, socket_timeout=5.0) as client:
+            stats: dict[str, dict[str, int]] = client.info("commandstats")
+        return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
 
     def stop(self) -> None:
         if self.process is not None:
