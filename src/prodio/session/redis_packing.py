@@ -3,10 +3,11 @@
 redis-py 8.1 packs commands with hiredis's C packer only in its synchronous client; its
 asyncio connection builds every command in Python, argument by argument. The session
 store's scripts take a dozen arguments, and packing was the largest single cost of a
-session update on the client (``bench/``, counted with callgrind: a cached load plus a
-compare-and-set update went from about 640,000 to 560,000 instructions). The wire format is the
-same: hiredis writes ``str`` as UTF-8 and numbers as their ``repr``, as redis-py's encoder
-does; anything else goes to redis-py's own packer.
+session update on the client (counted with callgrind, in process: a near-cache load plus a
+compare-and-set update went from about 640,000 to 555,000 instructions; see
+``docs/performance.md``). The wire format is the same: hiredis writes ``str`` as UTF-8 and
+numbers as their ``repr``, as redis-py's encoder does; anything else goes to redis-py's own
+packer.
 """
 
 from __future__ import annotations
