@@ -357,8 +357,8 @@ def _read_new_password(username: str, from_stdin: bool) -> str:
 
 def _check_new_password(settings: Settings, password: str, username: str) -> None:
     """The password policy (with the configured context words), then, when
-    ``PRODIO_PASSWORD_BREACH_API`` names one, the breach
-    check (only the first 5 characters of the password's SHA-1 are sent)."""
+    ``PRODIO_PASSWORD_BREACH_API`` names one, the breach check (only the first 5 characters
+    of the password's SHA-1 are sent)."""
     check_password_policy(password, username=username, context_words=settings.context_words())
     if settings.password_breach_api is None:
         return

@@ -63,11 +63,10 @@ class NotepadTab(Tab):
                 title="Too long",
                 print_exception=False,
             )
-        saved_text = text
 
         def saved(stored: Any) -> dict[str, Any]:
             return {
-                "text": saved_text,
+                "text": text,
                 "saves": read_note(stored)["saves"] + 1,
                 "saved_at": time.time(),
             }
