@@ -6,7 +6,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from prodio.logs import (
     JsonFormatter,
     TextFormatter,
     configure_logging,
+    write_request_line,
 )
 from tests.apptest import make_settings
 
@@ -139,3 +140,150 @@ def test_every_line_carries_its_time_in_utc(
         assert line.startswith("2026-11-18T11:06:40.250Z ")
     else:
         assert json.loads(line)["time"] == "2026-11-18T11:06:40.250+00:00"
+
+
+# -- request lines past logging's record machinery ---------------------------------------
+
+ODD_FIELDS: dict[str, object] = {
+    "request_id": "r1",
+    "method": "GET",
+    "path": "/a\nforged=1 \x1b[31mé",
+    "status": 200,
+    "duration_ms": 1.25,
+    "user": None,
+    "session": "-",
+}
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()])
+def test_a_line_written_directly_is_the_line_logging_writes(formatter: logging.Formatter) -> None:
+    handler = DeferredFlushHandler(io.StringIO(), flush_interval=60)
+    handler.setFormatter(formatter)
+    try:
+        created = 1_795_000_000.987
+        assert handler.write_fields(created, "INFO", REQUEST_LOGGER, "request", ODD_FIELDS)
+        direct = handler.stream.getvalue()
+        record = logging.getLogger(REQUEST_LOGGER).makeRecord(
+            REQUEST_LOGGER, logging.INFO, __file__, 0, "request", (), None, extra=ODD_FIELDS
+        )
+        record.created = created
+        record.msecs = int((created - int(created)) * 1000) + 0.0
+        assert direct == handler.format(record) + "\n"
+        assert direct.count("\n") == 1
+    finally:
+        handler.close()
+
+
+def _request_logger_under(parent_name: str = "prodio") -> tuple[logging.Logger, logging.Logger]:
+    """A request logger and its parent outside the process's logging tree (pytest hangs its
+    own handlers on the real root)."""
+    parent = logging.Logger(parent_name)
+    logger = logging.Logger(REQUEST_LOGGER)
+    logger.parent = parent
+    return parent, logger
+
+
+@pytest.fixture
+def prodio_handler() -> Iterator[DeferredFlushHandler]:
+    handler = DeferredFlushHandler(io.StringIO(), flush_interval=60)
+    handler.setFormatter(TextFormatter())
+    yield handler
+    handler.close()
+
+
+def test_a_request_line_goes_straight_to_prodios_handler(
+    prodio_handler: DeferredFlushHandler,
+) -> None:
+    parent, logger = _request_logger_under()
+    parent.addHandler(prodio_handler)
+    assert write_request_line(logger, "request", {"path": "/a", "status": 200})
+    assert prodio_handler.stream.getvalue().endswith(
+        " INFO    prodio.request: request path=/a status=200\n"
+    )
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _add_operator_handler(parent: logging.Logger, logger: logging.Logger) -> None:
+    parent.addHandler(_Kept())
+
+
+def _add_request_logger_handler(parent: logging.Logger, logger: logging.Logger) -> None:
+    logger.addHandler(_Kept())
+
+
+def _add_logger_filter(parent: logging.Logger, logger: logging.Logger) -> None:
+    logger.addFilter(lambda record: True)
+
+
+def _add_handler_filter(parent: logging.Logger, logger: logging.Logger) -> None:
+    parent.handlers[0].addFilter(lambda record: True)
+
+
+def _replace_formatter(parent: logging.Logger, logger: logging.Logger) -> None:
+    parent.handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+
+
+def _subclass_formatter(parent: logging.Logger, logger: logging.Logger) -> None:
+    class Shouting(TextFormatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return super().format(record).upper()
+
+    parent.handlers[0].setFormatter(Shouting())
+
+
+def _raise_handler_level(parent: logging.Logger, logger: logging.Logger) -> None:
+    parent.handlers[0].setLevel(logging.WARNING)
+
+
+def _stop_propagation(parent: logging.Logger, logger: logging.Logger) -> None:
+    logger.propagate = False
+
+
+def _disable_logger(parent: logging.Logger, logger: logging.Logger) -> None:
+    logger.disabled = True
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _add_operator_handler,
+        _add_request_logger_handler,
+        _add_logger_filter,
+        _add_handler_filter,
+        _replace_formatter,
+        _subclass_formatter,
+        _raise_handler_level,
+        _stop_propagation,
+        _disable_logger,
+    ],
+)
+def test_any_other_handler_filter_or_format_puts_request_lines_back_through_logging(
+    prodio_handler: DeferredFlushHandler,
+    change: Callable[[logging.Logger, logging.Logger], None],
+) -> None:
+    """What an operator adds to logging sees every request line: the short cut is taken
+    only when prodio's handler is the one place a line could go."""
+    parent, logger = _request_logger_under()
+    parent.addHandler(prodio_handler)
+    change(parent, logger)
+    assert not write_request_line(logger, "request", {"path": "/a"})
+    assert prodio_handler.stream.getvalue() == ""
+
+
+def test_a_handler_deferring_another_logger_is_no_short_cut() -> None:
+    handler = DeferredFlushHandler(io.StringIO(), deferred_logger="other", flush_interval=60)
+    handler.setFormatter(TextFormatter())
+    parent, logger = _request_logger_under()
+    parent.addHandler(handler)
+    try:
+        assert not write_request_line(logger, "request", {"path": "/a"})
+    finally:
+        handler.close()

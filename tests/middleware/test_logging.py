@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 
 import httpx
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route
 
+from prodio.logs import REQUEST_LOGGER, DeferredFlushHandler, TextFormatter
 from prodio.middleware.logging import RequestLoggingMiddleware, SessionTagger
 
 SECRET = b"s" * 32
@@ -80,6 +82,41 @@ async def test_one_line_with_every_field(caplog: pytest.LogCaptureFixture) -> No
     assert len(fields["session"]) == 12
     assert isinstance(fields["duration_ms"], float)
     assert fields["request_id"] == response.headers["x-request-id"]
+
+
+@pytest.mark.anyio
+async def test_the_line_is_complete_when_it_bypasses_log_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As ``prodio serve`` runs: prodio's handler is the only one, so the line skips
+    LogRecord (``logs.write_request_line``). pytest hangs handlers of its own on the root
+    logger, so the request logger gets prodio's handler here and stops propagating."""
+    request_logger = logging.getLogger(REQUEST_LOGGER)
+    handler = DeferredFlushHandler(io.StringIO(), flush_interval=60)
+    handler.setFormatter(TextFormatter())
+    monkeypatch.setattr(request_logger, "propagate", False)
+    monkeypatch.setattr(request_logger, "handlers", [handler])
+    monkeypatch.setattr(request_logger, "level", logging.INFO)
+
+    def no_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        raise AssertionError("the line went through a LogRecord")
+
+    monkeypatch.setattr(request_logger, "makeRecord", no_record)
+    try:
+        async with _client() as client:
+            response = await client.get("/ok", headers={"x-request-id": "abc-123"})
+        line = handler.stream.getvalue()
+    finally:
+        handler.close()
+    tag = SessionTagger(SECRET).tag("the-raw-session-id")
+    assert response.status_code == 200
+    assert line.count("\n") == 1
+    assert (
+        " INFO    prodio.request: request request_id=abc-123 method=GET path=/ok status=200 "
+        in line
+    )
+    assert f" user=alice session={tag} client=127.0.0.1\n" in line
+    assert "the-raw-session-id" not in line
 
 
 @pytest.mark.anyio

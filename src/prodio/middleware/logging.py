@@ -16,7 +16,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prodio.logs import REQUEST_LOGGER, escape_control
+from prodio.logs import REQUEST_LOGGER, escape_control, write_request_line
 from prodio.middleware.http import send_error
 
 logger = logging.getLogger(REQUEST_LOGGER)
@@ -90,21 +90,16 @@ class RequestLoggingMiddleware:
             )
             return
         if logger.isEnabledFor(logging.INFO):
-            # makeRecord + handle is what logger.info does, minus looking up the caller's
-            # file and line (a walk up the stack, on every request, for fields no
-            # formatter of ours prints).
-            logger.handle(
-                logger.makeRecord(
-                    logger.name,
-                    logging.INFO,
-                    __file__,
-                    0,
-                    "request",
-                    (),
-                    None,
-                    extra=self._fields(scope, path, request_id, status, started),
+            fields = self._fields(scope, path, request_id, status, started)
+            if not write_request_line(logger, "request", fields):
+                # makeRecord + handle is what logger.info does, minus looking up the
+                # caller's file and line (a walk up the stack, on every request, for fields
+                # no formatter of ours prints).
+                logger.handle(
+                    logger.makeRecord(
+                        logger.name, logging.INFO, __file__, 0, "request", (), None, extra=fields
+                    )
                 )
-            )
 
     @staticmethod
     def _request_id(scope: Scope) -> str:
