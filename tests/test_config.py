@@ -255,3 +255,18 @@ def test_a_bad_log_flush_interval_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     refusal_of(tmp_path, monkeypatch, "PRODIO_LOG_FLUSH_INTERVAL", value)
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "on please"])
+def test_a_bad_opentelemetry_switch_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    refusal_of(tmp_path, monkeypatch, "PRODIO_OPENTELEMETRY", value)
+
+
+def test_opentelemetry_is_off_unless_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(data_dir=tmp_path).opentelemetry is False
+    monkeypatch.setenv("PRODIO_OPENTELEMETRY", "true")
+    assert load_settings(data_dir=tmp_path).opentelemetry is True

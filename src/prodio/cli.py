@@ -29,6 +29,7 @@ from prodio import __version__
 from prodio.cluster import MAX_INSTANCES, Cluster, ClusterError, MissingBinaryError
 from prodio.config import Settings, SettingsError, load_settings
 from prodio.session import SessionStore, SessionStoreUnavailable, build_session_store
+from prodio.telemetry import unheeded_variables
 from prodio.users import (
     PasswordHasher,
     User,
@@ -149,6 +150,13 @@ def prepare_serve(
 ) -> str | None:
     """Everything ``serve`` does before the server starts: migrate the user store and
     make the first user. Returns the password made for ``admin``, if one was made."""
+    unheeded = unheeded_variables(settings)
+    if unheeded:
+        print(
+            f"{PROG}: warning: {', '.join(unheeded)} set, but FastAPI's OpenTelemetry "
+            "spans and metrics are off: set PRODIO_OPENTELEMETRY=true to turn them on",
+            file=stderr,
+        )
     with _user_store(settings) as store:
         return bootstrap_first_user(
             store, settings, hasher or _new_password_hasher(), stderr=stderr

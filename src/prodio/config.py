@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # How long request lines (one per request) may wait in memory before they are written;
     # everything else is written at once. 0 writes each line as it comes.
     log_flush_interval: Annotated[float, Field(ge=0, le=5)] = 0.2
+    # FastAPI's built-in OpenTelemetry spans and metrics (telemetry.py says why it is off
+    # unless asked for).
+    opentelemetry: bool = False
 
     # Uploads: the largest file Gradio accepts (413 beyond), and how long it keeps an uploaded
     # or generated file before deleting it (all of them when the instance shuts down). An

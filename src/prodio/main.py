@@ -22,6 +22,7 @@ from prodio.routes.account import SESSIONS_PATH
 from prodio.routes.home import mount_home
 from prodio.routes.static import mount_static
 from prodio.services import Services, build_services
+from prodio.telemetry import fastapi_telemetry
 
 PUBLIC_PATHS = PublicPaths(
     exact={"/login", "/healthz", "/readyz", "/favicon.ico", "/manifest.json"},
@@ -37,6 +38,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan_for(services),
+        telemetry=fastapi_telemetry(settings),
     )
     app.state.services = services
     for router in (health.router, login.router, account.router):

@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 from prodio.config import Settings
 from prodio.pages.base import Page, Tab
 from prodio.session.base import SessionStore
+from prodio.telemetry import fastapi_telemetry
 from prodio.ui.app import build_blocks
 from prodio.ui.format import escape
 from prodio.ui.loop import call_with_running_loop
@@ -104,7 +105,12 @@ def _mount(
         blocks,
         path=path,
         auth_dependency=gradio_user,
-        app_kwargs={"openapi_url": None, "docs_url": None, "redoc_url": None},
+        app_kwargs={
+            "openapi_url": None,
+            "docs_url": None,
+            "redoc_url": None,
+            "telemetry": fastapi_telemetry(settings),
+        },
         theme=prodio_theme(),
         head=page_head(settings),
         ssr_mode=False,
