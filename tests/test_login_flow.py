@@ -337,6 +337,21 @@ async def test_token_for_another_session_cannot_log_out(env: AppUnderTest) -> No
 
 
 @pytest.mark.anyio
+async def test_the_api_hands_out_one_token_per_session_and_it_logs_out(env: AppUnderTest) -> None:
+    await env.login("alice", PASSWORD)
+    token = (await env.client.get("/api/session")).json()["csrf_token"]
+    assert (await env.client.get("/api/session")).json()["csrf_token"] == token
+    await env.login("alice", PASSWORD)  # a new session: the old token is no longer good
+    renewed = (await env.client.get("/api/session")).json()["csrf_token"]
+    assert renewed != token
+    stale = await env.client.post("/logout", data={"csrf_token": token}, headers=ORIGIN)
+    assert stale.status_code == 403
+    done = await env.client.post("/logout", data={"csrf_token": renewed}, headers=ORIGIN)
+    assert done.status_code == 303
+    assert _sessions(env) == 0
+
+
+@pytest.mark.anyio
 async def test_idle_and_absolute_expiry(tmp_path: Path) -> None:
     # Ahead of the real clock: the account's password dates from "before" these sessions.
     now = [time.time() + 10]

@@ -42,6 +42,29 @@ def test_tokens_are_unique_per_issue() -> None:
     assert tokens.issue("x") != tokens.issue("x")
 
 
+def test_a_sessions_token_is_handed_out_again_and_binds_to_that_session_only() -> None:
+    tokens = CsrfTokens(SECRET)
+    token = tokens.for_session("abc")
+    assert tokens.for_session("abc") == token
+    assert tokens.check(token, CsrfTokens.session_binding("abc"))
+    assert not tokens.check(token, CsrfTokens.session_binding("abd"))
+    assert not tokens.check(token, CsrfTokens.anonymous_binding("abc"))
+    assert tokens.for_session("abd") != token
+
+
+def test_remembered_session_tokens_are_bounded_and_stay_valid_when_forgotten() -> None:
+    tokens = CsrfTokens(SECRET)
+    first = tokens.for_session("s0")
+    for number in range(1, CsrfTokens.SESSION_CACHE_SIZE + 1):
+        tokens.for_session(f"s{number}")
+    assert len(tokens._session_tokens) <= CsrfTokens.SESSION_CACHE_SIZE
+    # Forgotten, so a new one is made; the first still checks out.
+    again = tokens.for_session("s0")
+    assert again != first
+    assert tokens.check(first, CsrfTokens.session_binding("s0"))
+    assert tokens.check(again, CsrfTokens.session_binding("s0"))
+
+
 @pytest.mark.parametrize("token", [None, "", ".", "abc", "abc.", ".abc", "a" * 500, "é.é"])
 def test_malformed_tokens_fail(token: str | None) -> None:
     assert not CsrfTokens(SECRET).check(token, "session:abc")

@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from prodio.routes.csrf import CsrfTokens
 from prodio.services import Services
 from prodio.session.base import Session
 
@@ -51,7 +50,7 @@ async def session_info(request: Request) -> JSONResponse:
         "absolute_expires_at": _iso(session.absolute_expires_at),
         "expires_at": _iso(session.expires_at),
         "idle_timeout": int(services.settings.session_idle_timeout),
-        "csrf_token": services.csrf.issue(CsrfTokens.session_binding(session.id)),
+        "csrf_token": services.csrf.for_session(session.id),
     }
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 

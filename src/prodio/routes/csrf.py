@@ -29,9 +29,13 @@ def _b64(raw: bytes) -> str:
 
 
 class CsrfTokens:
+    # Sessions whose token for_session remembers; all are forgotten at once when full.
+    SESSION_CACHE_SIZE = 10_000
+
     def __init__(self, secret: bytes) -> None:
         # A key of its own, so that no other HMAC made with the secret can pass as a token.
         self._key = hmac.new(secret, b"prodio csrf v1", hashlib.sha256).digest()
+        self._session_tokens: dict[str, str] = {}
 
     @staticmethod
     def new_cookie_value() -> str:
@@ -52,6 +56,25 @@ class CsrfTokens:
     def issue(self, binding: str) -> str:
         nonce = secrets.token_urlsafe(_NONCE_BYTES)
         return f"{nonce}.{self._mac(binding, nonce)}"
+
+    def for_session(self, session_id: str) -> str:
+        """A token bound to the session, the same one each time: for ``GET /api/session``,
+        which the UI polls and scripts call often.
+
+        Handing a token out again grants nothing: every token issued for a session passes
+        :meth:`check` for as long as that session lives, and a new session has a new id.
+        Making one is an HMAC, a random nonce and base64, a tenth of the route's CPU under
+        load (``bench/``). HTML pages keep a fresh token per page (:meth:`issue`): they
+        echo form input, and a secret that stays the same in a compressed page that
+        reflects input is what BREACH recovers; the JSON answer reflects nothing.
+        """
+        token = self._session_tokens.get(session_id)
+        if token is None:
+            token = self.issue(self.session_binding(session_id))
+            if len(self._session_tokens) >= self.SESSION_CACHE_SIZE:
+                self._session_tokens.clear()
+            self._session_tokens[session_id] = token
+        return token
 
     def check(self, token: str | None, binding: str) -> bool:
         """Whether ``token`` was issued for ``binding``. Never raises, whatever the input."""
