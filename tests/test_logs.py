@@ -287,3 +287,22 @@ def test_a_handler_deferring_another_logger_is_no_short_cut() -> None:
         assert not write_request_line(logger, "request", {"path": "/a"})
     finally:
         handler.close()
+
+
+class _BrokenStream(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError("disk full")
+
+
+def test_a_failed_write_sends_the_line_back_through_logging() -> None:
+    """So that ``logging`` reports it (``handleError``), as it would for any record, and
+    the request that logged it goes on."""
+    handler = DeferredFlushHandler(_BrokenStream(), flush_interval=60)
+    handler.setFormatter(TextFormatter())
+    parent, logger = _request_logger_under()
+    parent.addHandler(handler)
+    try:
+        assert not write_request_line(logger, "request", {"path": "/a"})
+    finally:
+        handler.stream = io.StringIO()
+        handler.close()

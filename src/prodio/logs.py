@@ -193,17 +193,24 @@ class DeferredFlushHandler(logging.StreamHandler[TextIO]):
         self, created: float, levelname: str, name: str, message: str, fields: Mapping[str, object]
     ) -> bool:
         """Format and buffer a deferred line as ``emit`` would, without a LogRecord. False
-        (nothing written) when this handler's formatter is not one of prodio's."""
+        (nothing written) when this handler's formatter is not one of prodio's, or when
+        writing failed: the caller then logs through ``logging``, whose ``handleError``
+        reports the failure as it would for any record."""
         formatter = self.formatter
-        # Exact types: a subclass may format differently, and only format() knows how.
-        if not isinstance(formatter, TextFormatter | JsonFormatter) or type(formatter) not in (
-            TextFormatter,
-            JsonFormatter,
+        # Exact types, as a subclass may format differently and only its format() knows
+        # how; isinstance too, for the type checker.
+        if type(formatter) not in (TextFormatter, JsonFormatter) or not isinstance(
+            formatter, TextFormatter | JsonFormatter
         ):
             return False
-        line = formatter.render(created, levelname, name, message, fields)
-        with self.lock:  # type: ignore[union-attr]  # createLock ran in __init__
-            self.stream.write(line + self.terminator)
+        try:
+            line = formatter.render(created, levelname, name, message, fields)
+            with self.lock:  # type: ignore[union-attr]  # createLock ran in __init__
+                self.stream.write(line + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:
+            return False
         self._waiting = True
         return True
 
