@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -278,31 +279,27 @@ def test_any_other_handler_filter_or_format_puts_request_lines_back_through_logg
     assert prodio_handler.stream.getvalue() == ""
 
 
-def test_a_handler_deferring_another_logger_is_no_short_cut() -> None:
-    handler = DeferredFlushHandler(io.StringIO(), deferred_logger="other", flush_interval=60)
-    handler.setFormatter(TextFormatter())
-    parent, logger = _request_logger_under()
-    parent.addHandler(handler)
-    try:
-        assert not write_request_line(logger, "request", {"path": "/a"})
-    finally:
-        handler.close()
-
-
 class _BrokenStream(io.StringIO):
     def write(self, text: str) -> int:
         raise OSError("disk full")
 
 
-def test_a_failed_write_sends_the_line_back_through_logging() -> None:
-    """So that ``logging`` reports it (``handleError``), as it would for any record, and
-    the request that logged it goes on."""
-    handler = DeferredFlushHandler(_BrokenStream(), flush_interval=60)
+@pytest.mark.parametrize(
+    "handler_args",
+    [
+        pytest.param({"stream": io.StringIO(), "deferred_logger": "other"}, id="other-logger"),
+        # logging then reports the failure (handleError) as for any record.
+        pytest.param({"stream": _BrokenStream()}, id="write-fails"),
+    ],
+)
+def test_no_short_cut_through_a_handler_for_another_logger_or_one_that_cannot_write(
+    handler_args: dict[str, Any],
+) -> None:
+    handler = DeferredFlushHandler(flush_interval=60, **handler_args)
     handler.setFormatter(TextFormatter())
     parent, logger = _request_logger_under()
     parent.addHandler(handler)
     try:
         assert not write_request_line(logger, "request", {"path": "/a"})
     finally:
-        handler.stream = io.StringIO()
         handler.close()
