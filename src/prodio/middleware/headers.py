@@ -128,15 +128,6 @@ _REQUEST_CREDENTIAL_HEADERS = frozenset({b"cookie", b"authorization", b"proxy-au
 BASE_HEADERS_RAW = tuple((name.encode(), value.encode()) for name, value in BASE_HEADERS)
 
 
-def _content_type(raw: list[tuple[bytes, bytes]], present: set[bytes]) -> str:
-    if b"content-type" not in present:
-        return ""
-    for name, value in raw:
-        if bytes(name).lower() == b"content-type":
-            return bytes(value).decode("latin-1")
-    return ""
-
-
 def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
@@ -174,11 +165,6 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [
-                    (name, value)
-                    for name, value in message.get("headers", ())
-                    if bytes(name).lower() not in _REQUEST_CREDENTIAL_HEADERS
-                ]
                 self._add_headers(scope, message)
             await send(message)
 
@@ -202,17 +188,27 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
     def _add_headers(self, scope: Scope, message: Message) -> None:
-        # One pass over the response's headers (not one per header added): this runs for
-        # every response, and MutableHeaders.setdefault scans them all each time.
-        raw = message["headers"]
-        present = {bytes(name).lower() for name, _ in raw}
+        # One pass over the response's headers (not one per header added or removed): this
+        # runs for every response, and MutableHeaders.setdefault scans them all each time.
+        raw: list[tuple[bytes, bytes]] = []
+        present: set[bytes] = set()
+        content_type = ""
+        for name, value in message.get("headers", ()):
+            lowered = bytes(name).lower()
+            if lowered in _REQUEST_CREDENTIAL_HEADERS:
+                continue
+            raw.append((name, value))
+            present.add(lowered)
+            if lowered == b"content-type" and not content_type:
+                content_type = bytes(value).decode("latin-1")
+        message["headers"] = raw
         for name, value in BASE_HEADERS_RAW:
             if name not in present:
                 raw.append((name, value))
         if message.get("status") != 304 and b"content-security-policy" not in present:
             # A 304 updates the headers of the cached response; the policy chosen for a body
             # that is not there could replace the right one.
-            policy = self._policy_for(scope, message, _content_type(raw, present))
+            policy = self._policy_for(scope, message, content_type)
             raw.append((b"content-security-policy", policy.encode()))
         if self.hsts and b"strict-transport-security" not in present:
             raw.append((b"strict-transport-security", HSTS_VALUE.encode()))
