@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck clean bench audit lock
+.PHONY: install run test lint typecheck clean bench audit lock screenshots
 
 # requirements.lock pins every dependency: what the tests run is what `make audit` checks.
 $(STAMP): pyproject.toml requirements.lock
@@ -48,6 +48,10 @@ bench: install
 	bash bench/install-tools.sh
 	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	$(BIN)/python bench/run.py $(ARGS)
+
+# The README's screenshots, from the browser test that signs in (needs chromium).
+screenshots: install
+	PRODIO_DOCS_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_login.py -k test_login_page_then_wrong_password_then_home
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -25,7 +25,13 @@ from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Request, R
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = ROOT / "test-artifacts" / "e2e"
-SCREENSHOTS_DIR = ROOT / "docs" / "screenshots"
+# The README's screenshots are rewritten only when asked for (`make screenshots`): a test
+# run leaves the work tree as it found it.
+SCREENSHOTS_DIR = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("PRODIO_DOCS_SCREENSHOTS") == "1"
+    else ARTIFACTS_DIR / "screenshots"
+)
 
 HOST = "127.0.0.1"
 SECRET_KEY = "e2e-only-secret-key-" + "e" * 40
