@@ -74,7 +74,10 @@ class _SecondCache:
         return self.text
 
 
-class JsonFormatter(logging.Formatter):
+class _LineFormatter(logging.Formatter):
+    """One line per record, built by :meth:`render` from the record's attributes alone, so
+    that a request line can be rendered without a LogRecord (:func:`write_request_line`)."""
+
     def __init__(self) -> None:
         super().__init__()
         self._seconds = _SecondCache("%Y-%m-%dT%H:%M:%S")
@@ -100,6 +103,21 @@ class JsonFormatter(logging.Formatter):
         exception: str | None = None,
     ) -> str:
         """The line of a record with these attributes (``fields``: its ``extra=``)."""
+        raise NotImplementedError
+
+
+class JsonFormatter(_LineFormatter):
+    """One JSON object per line: time (UTC), level, logger, message and the extra fields."""
+
+    def render(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        message: str,
+        fields: Mapping[str, object],
+        exception: str | None = None,
+    ) -> str:
         entry: dict[str, Any] = {
             "time": f"{self._seconds.format(created)}.{_milliseconds(created):03d}+00:00",
             "level": levelname,
@@ -112,28 +130,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-class TextFormatter(logging.Formatter):
-    # UTC, like the JSON lines: logs from hosts in different zones line up.
-    converter = staticmethod(time.gmtime)
-    default_time_format = "%Y-%m-%dT%H:%M:%S"
-    default_msec_format = "%s.%03dZ"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seconds = _SecondCache(self.default_time_format)
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        if datefmt is not None:
-            return super().formatTime(record, datefmt)
-        return f"{self._seconds.format(record.created)}.{int(record.msecs):03d}Z"
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = self.render(
-            record.created, record.levelname, record.name, record.getMessage(), _fields(record)
-        )
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
+class TextFormatter(_LineFormatter):
+    """``<time UTC> <LEVEL> <logger>: <message> key=value ...``, control characters escaped;
+    UTC like the JSON lines, so that logs from hosts in different zones line up."""
 
     def render(
         self,
@@ -142,14 +141,15 @@ class TextFormatter(logging.Formatter):
         name: str,
         message: str,
         fields: Mapping[str, object],
+        exception: str | None = None,
     ) -> str:
-        """The line of a record with these attributes (``fields``: its ``extra=``)."""
         extras = " ".join([f"{key}={value}" for key, value in fields.items()])
         # Escaped in one pass: message, field names and values alike (escaping is per
         # character, so the whole equals the parts), one search instead of one per field.
         text = escape_control(f"{message} {extras}" if extras else message)
         stamp = f"{self._seconds.format(created)}.{_milliseconds(created):03d}Z"
-        return f"{stamp} {levelname:<7} {name}: {text}"
+        line = f"{stamp} {levelname:<7} {name}: {text}"
+        return line if exception is None else f"{line}\n{exception}"
 
 
 REQUEST_LOGGER = "prodio.request"
@@ -197,10 +197,11 @@ class DeferredFlushHandler(logging.StreamHandler[TextIO]):
         writing failed: the caller then logs through ``logging``, whose ``handleError``
         reports the failure as it would for any record."""
         formatter = self.formatter
-        # Exact types, as a subclass may format differently and only its format() knows
-        # how; isinstance too, for the type checker.
-        if type(formatter) not in (TextFormatter, JsonFormatter) or not isinstance(
-            formatter, TextFormatter | JsonFormatter
+        # render() is the whole line only where format() is ours: a subclass that formats
+        # otherwise keeps its lines.
+        if (
+            not isinstance(formatter, _LineFormatter)
+            or type(formatter).format is not _LineFormatter.format
         ):
             return False
         try:
